@@ -363,8 +363,12 @@ class ArtifactWriter:
         return p
 
     def write_bytes(self, name: str, data: bytes) -> Path:
+        """Write one file whole: through a hidden temporary and a rename, so that a kill
+        never leaves a half-written file under its real name (resumed runs rely on it)."""
         p = self._target(name)
-        p.write_bytes(data)
+        tmp = p.with_name(f".{p.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, p)
         return p
 
     def write_json(self, name: str, obj: Any) -> Path:
@@ -381,9 +385,9 @@ class ArtifactWriter:
         import polars as pl
 
         df = table if isinstance(table, pl.DataFrame) else pl.DataFrame(table)
-        p = self._target(name)
-        df.write_parquet(p)
-        return p
+        buffer = io.BytesIO()
+        df.write_parquet(buffer)
+        return self.write_bytes(name, buffer.getvalue())
 
     def write_topk(self, indices: np.ndarray, values: np.ndarray, prefix: str = "shards/") -> Path:
         """Append the next shard of sparse top-k activations (`shards/00000.safetensors`, …)."""

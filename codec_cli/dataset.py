@@ -5,13 +5,18 @@
     .parquet             one row per document; the document is its COLUMN column
 
 Windows are BOS + n_ctx−1 tokens, taken from each document in turn and packed so that
-none crosses a document boundary; a document's tail too short to fill a window is
-dropped rather than padded, so every position is a real token.
+none crosses a document boundary. For training (`token_windows`) a document's tail too
+short to fill a window is dropped, so every position is a real token; extraction
+(`context_windows`) keeps every token, padding the last window of a document and
+marking which positions are real.
+
+A hub dataset (`hub_documents`) is read as a stream, never downloaded whole.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -83,3 +88,49 @@ def token_windows(tokenizer, documents: Iterator[str], n_ctx: int, max_windows: 
         raise BadInput(f"the corpus has no document of at least {body} tokens",
                        hint="give more text, or a smaller --context")
     return torch.tensor(windows, dtype=torch.int64)
+
+
+@dataclass(frozen=True)
+class Window:
+    """One context window of a document, as the model will read it."""
+
+    tokens: list[int]
+    """Exactly n_ctx token ids: [BOS], then the document's tokens, then padding."""
+    real: int
+    """How many leading positions (BOS included) are real tokens rather than padding."""
+    doc: int
+    """The document's index in the corpus, counting every document read."""
+
+
+def context_windows(tokenizer, documents: Iterator[str], n_ctx: int, bos: bool = True) -> Iterator[Window]:
+    """Every token of every document, in windows of n_ctx (BOS first when `bos`); the
+    last window of a document is padded. Empty documents give no window."""
+    if n_ctx < 1 + bos:
+        raise BadInput(f"--context must be at least {1 + bos}, got {n_ctx}")
+    head = [tokenizer.bos_token_id] if bos else []
+    if bos and head[0] is None:
+        raise BadInput("the model's tokenizer has no BOS token", hint="use --no-bos")
+    pad = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if t is not None))
+    body = n_ctx - len(head)
+    for doc, text in enumerate(documents):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        for start in range(0, len(ids), body):
+            chunk = head + ids[start:start + body]
+            yield Window(chunk + [pad] * (n_ctx - len(chunk)), len(chunk), doc)
+
+
+def hub_documents(name: str, column: str = "text", split: str = "train") -> Iterator[str]:
+    """The documents of a Hugging Face dataset (a hub name or a local dataset directory),
+    streamed in order."""
+    import datasets
+
+    try:
+        rows = datasets.load_dataset(name, split=split, streaming=True)
+        first = next(iter(rows), None)
+    except Exception as e:  # unknown name, no network, bad split: one line
+        raise BadInput(f"cannot open dataset {name!r}: {type(e).__name__}: {str(e).splitlines()[0][:200]}",
+                       hint="check the name and --split, or pass local files with --corpus") from None
+    if first is not None and not isinstance(first.get(column), str):
+        raise BadInput(f"dataset {name!r} has no text column {column!r} (it has {', '.join(first)})",
+                       hint="choose it with --column")
+    yield from (row[column] for row in rows if isinstance(row.get(column), str))

@@ -14,6 +14,7 @@ depend only on the step, so resumed runs see the same data as uninterrupted ones
 
 from __future__ import annotations
 
+import json
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,48 +59,73 @@ def _cycle(windows) -> Callable[[int, int], Any]:
     return inputs
 
 
-def load_source(source: str, corpus: list[Path] = (), column: str = "text", context: int = 64) -> Source:
-    """Open `source` (see the module docstring); errors are one line, before heavy work."""
-    from codec_cli import world as worlds
+def open_model(source: str, kwargs: dict | None = None):
+    """The model named by `source` (see the module docstring) and its world, or None.
 
-    from codec_cli.dataset import read_documents, token_windows
+    `kwargs` are transformer-lens `from_pretrained` options (e.g. center_writing_weights);
+    they apply where weights are processed on loading: hub names and Hugging Face
+    directories, not worlds or codec's own (already processed) directories."""
+    from codec_cli import world as worlds
 
     path = Path(source)
     if source in worlds.WORLDS or (path / "manifest.json").is_file():
         w = worlds.open_world(source)
+        return w.model(), w
+    if path.is_dir() and (path / "model.safetensors").is_file() and (path / "tokenizer").is_dir():
+        from codec_cli.themes import load_model  # codec's transformer-lens directory format
+
+        return load_model(path), None
+    if path.is_dir():
+        return _from_hf_dir(path, kwargs or {}), None
+    if path.suffix or "/" in source and not _looks_like_hub_name(source):
+        raise BadInput(f"{source}: no such model directory",
+                       hint="give a built-in world, a model directory, or a transformer-lens model name")
+    return _from_hub(source, kwargs or {}), None
+
+
+def _looks_like_hub_name(name: str) -> bool:
+    """`org/model` is a hub name; `./x`, `a/b/c` or `/abs` are paths that do not exist."""
+    return name.count("/") == 1 and not name.startswith((".", "/"))
+
+
+def load_source(source: str, corpus: list[Path] = (), column: str = "text", context: int = 64) -> Source:
+    """Open `source` for training (see the module docstring); errors are one line, before heavy work."""
+    from codec_cli import world as worlds
+    from codec_cli.dataset import read_documents, token_windows
+
+    path = Path(source)
+    is_world = source in worlds.WORLDS or (path / "manifest.json").is_file()
+    if is_world:
+        w = worlds.open_world(source)
         module = w.spec.load()
         if corpus and not module.LANGUAGE:
             raise BadInput(f"world {w.name!r} is not a language model and takes no --corpus")
-        cfg = module.Config(**w.artifact.manifest["params"])
-        model = w.model()
-        inputs = (lambda step, n: module.inputs(cfg, step, n))
-        if corpus:
-            inputs = _cycle(token_windows(model.tokenizer, read_documents(list(corpus), column),
-                                          min(context, model.cfg.n_ctx)))
-        return Source(f"codec-{w.name}", model, inputs, module.LANGUAGE, w.saes[w.default_sae])
-
-    if not corpus:
+    elif not corpus:
         raise BadInput(f"model {source!r} needs a --corpus to read activations from",
                        hint="give text, .jsonl or .parquet files")
-    if path.is_dir():
-        from codec_cli.themes import load_model  # codec's transformer-lens directory format
-
-        model = load_model(path)
-    else:
-        model = _from_hub(source)
+    model, w = open_model(source)
+    if w is not None and not corpus:
+        cfg = module.Config(**w.artifact.manifest["params"])
+        return Source(f"codec-{w.name}", model, lambda step, n: module.inputs(cfg, step, n), module.LANGUAGE,
+                      w.saes[w.default_sae])
     windows = token_windows(model.tokenizer, read_documents(list(corpus), column), min(context, model.cfg.n_ctx))
-    return Source(path.name if path.is_dir() else source, model, _cycle(windows), True)
+    name = f"codec-{w.name}" if w else (path.name if path.is_dir() else source)
+    return Source(name, model, _cycle(windows), True, w.saes[w.default_sae] if w else None)
 
 
-def _from_hub(name: str):
+def _from_hub(name: str, kwargs: dict):
     """A transformer-lens model by hub name; needs a reachable hub (or its local cache)."""
     from transformer_lens import HookedTransformer
 
     try:
-        return HookedTransformer.from_pretrained(name, device="cpu")
+        return HookedTransformer.from_pretrained(name, device="cpu", **kwargs)
     except Exception as e:  # unknown name, no network: say which, in one line
         raise BadInput(f"cannot load model {name!r}: {type(e).__name__}: {str(e).splitlines()[0][:200]}",
                        hint="give a built-in world, a local model directory, or a transformer-lens model name") from None
+
+
+def _from_hf_dir(path: Path, kwargs: dict):
+    raise BadInput(f"{path}: not a model directory codec can read")
 
 
 @contextmanager
@@ -141,3 +167,118 @@ def activations(src: Source, hook: str, step: int, n: int):
     if src.language:
         acts = acts[:, 1:]
     return acts.reshape(-1, acts.shape[-1])
+
+
+# --------------------------------------------------------------------------- SAEs
+
+
+@dataclass
+class SAEHandle:
+    """An opened SAE and where it came from."""
+
+    sae: Any
+    """A sae-lens SAE (any architecture), in eval mode."""
+    origin: str
+    """How it was named: `world:NAME`, a directory, or `RELEASE/ID` on the hub."""
+    artifact: Any = None
+    """The codec artifact it is (a world, or an `sae` from `codec sae train`), for lineage."""
+
+    @property
+    def meta(self):
+        return self.sae.cfg.metadata
+
+    @property
+    def k(self) -> int | None:
+        """The SAE's own number of active latents, for TopK SAEs."""
+        k = getattr(self.sae.cfg, "k", None)
+        return int(k) if k is not None and self.sae.cfg.architecture() == "topk" else None
+
+    def fingerprint(self) -> str:
+        """sha256 over the weights (names, dtypes, shapes, bytes): the same SAE gives the
+        same fingerprint whichever format or place it was loaded from."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for name, tensor in sorted(self.sae.state_dict().items()):
+            t = tensor.detach().cpu().contiguous()
+            h.update(f"{name}:{t.dtype}:{list(t.shape)}\n".encode())
+            h.update(t.view(-1).view(__import__("torch").uint8).numpy().tobytes())
+        return "sha256:" + h.hexdigest()
+
+
+def open_sae(name: str | None, sae_id: str | None = None, world=None, device: str = "cpu") -> SAEHandle:
+    """An SAE by name: one of `world`'s SAEs (its default when `name` is None), a local
+    directory in sae-lens or sparsify format, or a sae-lens release with `sae_id`."""
+    from codec_cli.artifacts import open_artifact
+
+    if name is None or (world is not None and name in world.saes and sae_id is None):
+        if world is None:
+            raise BadInput("no --sae given", hint="name a sae-lens release (with --sae-id) or an SAE directory")
+        return SAEHandle(world.sae(name).to(device).eval(), f"world:{world.name}/{name or world.default_sae}",
+                         world.artifact)
+    path = Path(name)
+    if path.is_dir():
+        from sae_lens import SAE
+
+        if (path / "sae_weights.safetensors").is_file():
+            sae = SAE.load_from_disk(path, device=device)
+        elif (path / "sae.safetensors").is_file():
+            sae = SAE.load_from_disk(path, device=device, converter=sparsify_loader)
+        else:
+            raise BadInput(f"{path}: not an SAE directory (no sae_weights.safetensors or sae.safetensors)",
+                           hint="give a sae-lens or sparsify SAE directory")
+        artifact = open_artifact(path, "sae") if (path / "manifest.json").is_file() else None
+        return SAEHandle(sae.eval(), str(path), artifact)
+    if sae_id is None:
+        raise BadInput(f"{name}: no such SAE directory, and no --sae-id for a sae-lens release",
+                       hint="e.g. --sae gpt2-small-res-jb --sae-id blocks.8.hook_resid_pre")
+    return SAEHandle(_sae_from_hub(name, sae_id, device).eval(), f"{name}/{sae_id}")
+
+
+def _sae_from_hub(release: str, sae_id: str, device: str):
+    from sae_lens import SAE
+
+    try:
+        return SAE.from_pretrained(release, sae_id, device=device)  # sae-lens 6: the SAE alone
+    except Exception as e:  # unknown release or id, no network
+        raise BadInput(f"cannot load SAE {release}/{sae_id}: {type(e).__name__}: {str(e).splitlines()[0][:200]}",
+                       hint="check the release and --sae-id (sae-lens's pretrained_saes.yaml lists them)") from None
+
+
+def sparsify_loader(path: str | Path, device: str = "cpu", cfg_overrides: dict | None = None):
+    """A sae-lens disk converter for EleutherAI sparsify directories (cfg.json, sae.safetensors).
+
+    sae-lens 6.54's own `sparsify_disk_loader` transposes sparsify's W_dec, which is
+    already [d_sae, d_in], and skips the b_dec that sparsify subtracts before encoding;
+    it also refuses hookpoint folders other than layers.N. This one reads the weights
+    as sparsify's `SparseCoder.encode` uses them (tests check it against that code)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    raw = json.loads((path / "cfg.json").read_text())
+    if raw.get("transcode") or raw.get("skip_connection"):
+        raise BadInput(f"{path}: a sparsify transcoder or skip connection; codec reads plain SAEs")
+    sd = load_file(path / "sae.safetensors", device=device)
+    run = path.parent / "config.json"
+    run = json.loads(run.read_text()) if run.is_file() else {}
+    d_in = int(raw["d_in"])
+    d_sae = int(raw.get("num_latents") or d_in * raw["expansion_factor"])
+    cfg = {"architecture": "topk", "d_in": d_in, "d_sae": d_sae, "k": int(raw["k"]), "dtype": "float32",
+           "device": device, "apply_b_dec_to_input": True, "normalize_activations": "none",
+           "rescale_acts_by_decoder_norm": False, "model_name": run.get("model"),
+           "hook_name": sparsify_hook(path.name), "context_size": run.get("ctx_len"), "prepend_bos": True}
+    cfg.update(cfg_overrides or {})
+    cfg["dtype"] = "float32"
+    state = {"W_enc": sd["encoder.weight"].T.contiguous().float(), "b_enc": sd["encoder.bias"].float(),
+             "W_dec": sd["W_dec"].float(), "b_dec": sd["b_dec"].float()}
+    return cfg, state
+
+
+def sparsify_hook(hookpoint: str) -> str | None:
+    """The transformer-lens hook of a sparsify hookpoint folder, where it is unambiguous."""
+    if hookpoint == "embed_tokens":
+        return "hook_embed"
+    m = re.fullmatch(r"(?:gpt_neox\.|model\.|transformer\.)?(?:layers|h)\.(\d+)(\.mlp)?", hookpoint)
+    if m is None:
+        return None
+    return f"blocks.{m.group(1)}.hook_{'mlp_out' if m.group(2) else 'resid_post'}"

@@ -50,7 +50,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from codec_cli.corpus import (ThemesCorpusConfig, build_tokenizer, documents, exact_corpus_entropy,
+from codec_cli.corpus import (ThemesCorpusConfig, build_tokenizer, documents, exact_corpus_entropy, ground_truth,
                               load_tokenizer, save_tokenizer, token_batches, token_logprobs, vocabulary)
 from codec_cli.errors import ArtifactError, BadInput
 from codec_cli.models import torch_threads
@@ -330,6 +330,13 @@ def _sae_config(cfg: Config):
 def inputs(cfg: Config, step: int, n: int) -> torch.Tensor:
     """The n documents of step `step` of the world's stream: tokens [n, n_ctx]."""
     return next(token_batches(cfg.corpus, n, _STREAM_SEED_OFFSET + cfg.seed + step, 1))
+
+
+def labels(cfg: Config, token_ids) -> dict:
+    """Ground truth per token, for extracted features: its row of the truth table
+    (theme, cycle and position, exclusive group and index; null where not applicable)."""
+    truth = ground_truth(cfg.corpus).drop("token_id", "token")
+    return {name: column for name, column in truth[np.asarray(token_ids, dtype=np.int64)].to_dict().items()}
 
 
 def build(cfg: Config, w) -> None:

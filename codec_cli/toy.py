@@ -330,6 +330,11 @@ def inputs(cfg: Config, step: int, n: int) -> torch.Tensor:
     return sample(cfg, n, torch.Generator().manual_seed(cfg.seed * 7919 + step))
 
 
+def labels(cfg: Config, x: torch.Tensor) -> dict[str, list]:
+    """Ground truth per sample, for extracted features: the true features that are active."""
+    return {"active": [row.nonzero().flatten().tolist() for row in x]}
+
+
 def load_model(path: Path) -> ToyNet:
     from safetensors.torch import load_file
 

@@ -1,0 +1,519 @@
+"""`codec extract`: SAE features, and optionally the model's own activations, per token.
+
+The Decompress step (DESIGN.md §3). A model reads a corpus; at the SAE's hook the
+activations are encoded by the SAE and each token keeps its top-k features (indices
+and values); everything downstream reads the `features` artifact this writes
+(features.py, docs/artifacts.md).
+
+The corpus is a stream of context windows cut into shards of whole windows. Shard j
+depends on nothing but j, so
+
+- memory is bounded by one shard, whatever the token budget;
+- `--resume` skips the shards a killed run finished and gives the same bytes;
+- `--shard i --of n` (or torchrun's RANK and WORLD_SIZE) runs the shards j ≡ i mod n,
+  and `codec merge` joins the parts into the artifact one process would have written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from codec_cli import config
+from codec_cli.cli import Reply, command
+from codec_cli.console import info, progress
+from codec_cli.errors import BadInput
+from codec_cli.features import NEURONS, SHARD, SHARD_DIRS, TOKENS, Stats, load_shard, shard_number
+
+if TYPE_CHECKING:
+    import torch
+
+STREAM_STEP = 2 * 10**9
+"""World streams are read from this step on: data that neither the world's training
+(steps from 0) nor its evaluation (from models.HELD_OUT) saw."""
+CHUNK = 256
+"""Windows per world stream step; fixed, so that --batch-size does not change the data."""
+CALIBRATION_ROWS = 4096
+"""Rows encoded to choose k when it is neither given nor the SAE's own."""
+VALUE_DTYPES = ("float32", "float16")
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    source: str | None = config.positional(default=None)
+    """The model: a built-in world (toy, themes), a built world's directory, a model
+    directory (codec's or Hugging Face's format), or a transformer-lens model name
+    (needs a reachable hub); default: the model the SAE names."""
+    sae: str | None = None
+    """The SAE: one of the world's (by name; default its own), a sae-lens or sparsify
+    directory, or a sae-lens release (with --sae-id)."""
+    sae_id: str | None = None
+    """The SAE's id within a sae-lens release, e.g. blocks.8.hook_resid_pre."""
+    hook: str | None = None
+    """The hook the SAE reads; default: the one in the SAE's config."""
+    neurons: str | None = None
+    """Also store the model's own activations at this hook (e.g. blocks.0.mlp.hook_post), for compare."""
+    corpus: list[Path] = field(default_factory=list)
+    """Text (.txt), JSON-lines (.jsonl) or parquet files to read (repeatable); worlds bring their own."""
+    dataset: str | None = None
+    """A Hugging Face dataset to stream instead of --corpus files (a hub name or a local dataset directory)."""
+    split: str = "train"
+    """The split of --dataset."""
+    column: str = "text"
+    """The text field of .jsonl, .parquet and --dataset documents."""
+    context: int | None = None
+    """Context window in tokens, BOS included; default: the SAE's training context, else 128."""
+    bos: bool = True
+    """Start every window with the BOS token (as most SAEs were trained)."""
+    keep_bos: bool = False
+    """Keep the BOS position's activations (dropped by default: they are outliers, not text)."""
+    tokens: int = 65536
+    """Token budget: rows to extract (the corpus may end sooner)."""
+    batch_size: int = 16
+    """Context windows per forward pass."""
+    k: int | None = None
+    """Features kept per token; default: the SAE's own k (TopK SAEs), else the least k that keeps --mass."""
+    mass: float = 0.99
+    """The share of activation mass the default k must keep, for SAEs that are not TopK."""
+    dtype: str = "float32"
+    """Storage type of the feature values: float32 or float16."""
+    shard_tokens: int = 32768
+    """Rows per shard (rounded to whole windows); memory holds one shard."""
+    shard: int | None = None
+    """This process's rank when one extraction is split over --of processes."""
+    of: int | None = None
+    """How many processes split the extraction; each writes a part, `codec merge` joins them."""
+    model_kwarg: list[str] = field(default_factory=list)
+    """A transformer-lens from_pretrained option as KEY=VALUE (repeatable); the SAE's own take precedence."""
+    device: str = "cpu"
+    """Where the model and SAE run: cpu or cuda."""
+    out: Path = Path("features")
+    """Output directory; with --of, put {rank} in it (e.g. parts/{rank})."""
+    resume: bool = False
+    """Carry on from the last whole shard of an interrupted run into the same --out."""
+
+    def __post_init__(self):
+        for name in ("tokens", "batch_size", "shard_tokens"):
+            if getattr(self, name) <= 0:
+                raise BadInput(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.k is not None and self.k <= 0:
+            raise BadInput(f"--k must be positive, got {self.k}")
+        if self.context is not None and self.context < 1 + self.bos:
+            raise BadInput(f"--context must be at least {1 + self.bos}, got {self.context}")
+        if not 0 < self.mass <= 1:
+            raise BadInput(f"--mass must be in (0, 1], got {self.mass}")
+        if self.dtype not in VALUE_DTYPES:
+            raise BadInput(f"--dtype must be one of {', '.join(VALUE_DTYPES)}, not {self.dtype!r}")
+        if self.corpus and self.dataset:
+            raise BadInput("give --corpus files or a --dataset, not both")
+        if (self.shard is None) != (self.of is None):
+            raise BadInput("--shard and --of go together", hint="e.g. --shard 0 --of 4")
+        if self.of is not None and not 0 <= self.shard < self.of:
+            raise BadInput(f"--shard must be in [0, {self.of}), got {self.shard}")
+
+
+def rank(cfg: ExtractConfig) -> tuple[int, int]:
+    """(this process's rank, how many ranks): --shard/--of, else torchrun's environment."""
+    if cfg.of is not None:
+        return cfg.shard, cfg.of
+    try:
+        size, index = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    except ValueError:
+        raise BadInput("RANK and WORLD_SIZE must be integers") from None
+    return (index, size) if size > 1 else (0, 1)
+
+
+def output(cfg: ExtractConfig, index: int, ranks: int) -> Path:
+    text = str(cfg.out)
+    if ranks > 1 and "{rank}" not in text:
+        raise BadInput(f"{ranks} ranks would all write {text}", hint="put {rank} in --out, e.g. --out parts/{rank}")
+    return Path(text.replace("{rank}", str(index)))
+
+
+def _literal(text: str) -> Any:
+    """A --model-kwarg value: true/false, a number, or else the string itself."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def model_kwargs(asked: list[str], sae_meta) -> dict:
+    """The user's options, overridden by the SAE's `model_from_pretrained_kwargs`: the SAE
+    was trained on activations made with those, and reads nothing else correctly."""
+    mine = {k: _literal(v) for k, v in config.pairs(asked).items()}
+    theirs = dict(getattr(sae_meta, "model_from_pretrained_kwargs", None) or {})
+    for key, value in theirs.items():
+        if key in mine and mine[key] != value:
+            info(f"note: using {key}={value} from the SAE's config, not {mine[key]} as asked "
+                 "(the SAE was trained on activations made so)")
+    if theirs:
+        info("model options from the SAE: " + ", ".join(f"{k}={v}" for k, v in sorted(theirs.items())))
+    return mine | theirs
+
+
+# --------------------------------------------------------------------------- the stream
+
+
+@dataclass(frozen=True)
+class Stream:
+    """Where windows come from and how they become rows."""
+
+    language: bool
+    n_ctx: int
+    drop_bos: bool
+    """Whether position 0 of every window is a BOS to leave out."""
+    budget: int
+
+    def rows(self, real: int) -> int:
+        return real - self.drop_bos if self.language else 1
+
+    def full_rows(self) -> int:
+        return self.rows(self.n_ctx)
+
+
+def windows(cfg: ExtractConfig, stream: Stream, model, world) -> Iterator:
+    """The extraction's windows in order, the last one cut so that the rows add up to
+    exactly the token budget (or fewer, where the corpus ends)."""
+    from codec_cli.dataset import Window, context_windows, hub_documents, read_documents
+
+    if world is not None and not (cfg.corpus or cfg.dataset):
+        module = world.spec.load()
+        wcfg = module.Config(**world.artifact.manifest["params"])
+
+        def source():
+            for step in itertools.count():
+                for i, row in enumerate(module.inputs(wcfg, STREAM_STEP + step, CHUNK)):
+                    yield Window(row, len(row) if stream.language else 1, step * CHUNK + i)
+    else:
+        def source():
+            docs = hub_documents(cfg.dataset, cfg.column, cfg.split) if cfg.dataset else \
+                read_documents(list(cfg.corpus), cfg.column)
+            yield from context_windows(model.tokenizer, docs, stream.n_ctx, cfg.bos)
+
+    made = 0
+    for window in source():
+        n = stream.rows(window.real)
+        if n <= 0:
+            continue
+        if made + n > stream.budget:
+            window = replace(window, real=window.real - (made + n - stream.budget))
+            n = stream.budget - made
+        yield window
+        made += n
+        if made >= stream.budget:
+            return
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+@dataclass
+class Encoder:
+    """Runs the model up to the hooks, the SAE on the activations, and keeps the top k."""
+
+    model: Any
+    sae: Any
+    hook: str
+    neurons: str | None
+    stream: Stream
+    device: str
+    k: int = 0
+
+    def stop_at(self) -> dict:
+        from codec_cli.models import _stop_layer
+
+        layers = [_stop_layer(h) for h in (self.hook, self.neurons) if h]
+        if not self.stream.language or None in layers:
+            return {}
+        return {"stop_at_layer": max(layers)}
+
+    def activations(self, batch: list) -> tuple[dict, torch.Tensor, torch.Tensor]:
+        """({hook: [rows, width]}, the kept mask [windows, n_ctx] (language), the inputs)."""
+        import torch
+
+        hooks = [h for h in (self.hook, self.neurons) if h]
+        if self.stream.language:
+            x = torch.as_tensor([list(map(int, w.tokens)) for w in batch], dtype=torch.long)
+            pos = torch.arange(x.shape[1])
+            keep = pos[None] < torch.as_tensor([w.real for w in batch])[:, None]
+            if self.stream.drop_bos:
+                keep[:, 0] = False
+        else:
+            x = torch.stack([torch.as_tensor(w.tokens) for w in batch])
+            keep = torch.ones(len(batch), dtype=torch.bool)
+        with torch.no_grad():
+            _, cache = self.model.run_with_cache(x.to(self.device), names_filter=hooks, **self.stop_at())
+        acts = {}
+        for h in hooks:
+            a = cache[h]
+            a = a.flatten(2)[keep.to(a.device)] if self.stream.language else a.flatten(1)
+            acts[h] = a.float().cpu()
+        return acts, keep, x
+
+    def encode(self, acts: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        with torch.no_grad():
+            p = next(self.sae.parameters())
+            return self.sae.encode(acts.to(p.device, p.dtype)).float().cpu()
+
+    def top(self, f: torch.Tensor) -> dict[str, torch.Tensor]:
+        import torch
+
+        values, indices = torch.topk(f, self.k, dim=-1)
+        empty = values <= 0
+        return {"indices": indices.to(torch.int32).masked_fill(empty, -1), "values": values.masked_fill(empty, 0.0),
+                "l0": (f > 0).sum(-1).to(torch.int32), "mass": f.clamp(min=0).sum(-1)}
+
+
+def choose_k(enc: Encoder, sample: list, mass: float) -> int:
+    """The least k whose top-k keeps `mass` of the activation mass over the sample."""
+    import torch
+
+    f = torch.cat([enc.encode(enc.activations(sample[i:i + 16])[0][enc.hook]) for i in range(0, len(sample), 16)])
+    curve = f.clamp(min=0).sort(-1, descending=True).values.double().cumsum(-1).sum(0)
+    total = curve[-1]
+    if total <= 0:
+        return 1
+    return int((curve < mass * total).sum()) + 1
+
+
+# --------------------------------------------------------------------------- one shard
+
+
+def _token_table(window_batch: list, first_window: int, keep, x, tokenizer, decoded: dict, labels) -> dict:
+    import numpy as np
+
+    n = len(window_batch)
+    if keep.ndim == 2:
+        where = keep.nonzero()
+        w, p = where[:, 0].numpy(), where[:, 1].numpy()
+        ids = x[keep].numpy()
+    else:
+        w, p, ids = np.arange(n), np.zeros(n, np.int64), None
+    cols = {"doc": np.asarray([window_batch[i].doc for i in w], np.int64),
+            "window": (first_window + w).astype(np.int64), "pos": p.astype(np.int32)}
+    if ids is not None:
+        cols["token_id"] = ids.astype(np.int32)
+        if tokenizer is not None:
+            for t in set(ids.tolist()) - decoded.keys():
+                decoded[t] = tokenizer.decode([t])
+            cols["token"] = [decoded[t] for t in ids.tolist()]
+    if labels is not None:
+        cols |= labels(ids if ids is not None else x)
+    return cols
+
+
+def run_shard(enc: Encoder, shard: list, first_window: int, batch_size: int, tokenizer, decoded, labels, dtype,
+              on_rows=None) -> tuple[dict, dict, Any]:
+    """Top-k features, the token table and the neurons (or None) of one shard's windows."""
+    import numpy as np
+    import polars as pl
+    import torch
+
+    parts, tables, neurons = [], [], []
+    for i in range(0, len(shard), batch_size):
+        batch = shard[i:i + batch_size]
+        acts, keep, x = enc.activations(batch)
+        parts.append(enc.top(enc.encode(acts[enc.hook])))
+        tables.append(pl.DataFrame(_token_table(batch, first_window + i, keep, x, tokenizer, decoded, labels)))
+        if enc.neurons:
+            neurons.append(acts[enc.neurons])
+        if on_rows:
+            on_rows(len(parts[-1]["l0"]))
+    top = {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
+    top["values"] = top["values"].astype(np.dtype(dtype))
+    return top, pl.concat(tables), torch.cat(neurons).numpy() if neurons else None
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def open_all(cfg: ExtractConfig):
+    """(model, world or None, SAE handle), each checked, with the model's options taken
+    from the SAE; all errors come here, before the corpus is read."""
+    from codec_cli import models
+    from codec_cli import world as worlds
+
+    src, w = cfg.source, None
+    if src is not None and (src in worlds.WORLDS or (Path(src) / "manifest.json").is_file()):
+        w = worlds.open_world(src)
+    handle = models.open_sae(cfg.sae, cfg.sae_id, w, cfg.device)
+    if src is None:
+        named = getattr(handle.meta, "model_name", None)
+        if not named:
+            raise BadInput("no model given, and the SAE does not name one", hint="give the model as the first argument")
+        src = named.removeprefix("codec-") if named.removeprefix("codec-") in worlds.WORLDS else named
+        info(f"model: {src} (named by the SAE)")
+    kwargs = model_kwargs(cfg.model_kwarg, handle.meta)
+    with contextlib.redirect_stdout(sys.stderr):  # transformer-lens prints as it loads; stdout is for data
+        model, w = models.open_model(src, kwargs)
+        model = model.to(cfg.device).eval()
+    if kwargs and (w is not None or Path(src).is_dir() and (Path(src) / "tokenizer").is_dir()):
+        info(f"note: {src} is stored already processed; the model options do not apply")
+    return model, w, handle
+
+
+def check_hooks(model, hooks: list[str]) -> None:
+    import difflib
+
+    for h in hooks:
+        if h not in model.hook_dict:
+            near = difflib.get_close_matches(h, list(model.hook_dict), n=3) or sorted(model.hook_dict)[:3]
+            raise BadInput(f"the model has no hook {h!r}", hint=f"did you mean {', '.join(near)}?")
+
+
+def extract(cfg: ExtractConfig) -> dict:
+    """Run an extraction (or this rank's part of one) into `cfg.out`; returns the summary."""
+    from codec_cli.artifacts import ArtifactWriter, check_output
+
+    index, ranks = rank(cfg)
+    out = output(cfg, index, ranks)
+    check_output(out, "features")
+    model, world, handle = open_all(cfg)
+    sae = handle.sae
+    hook = cfg.hook or getattr(handle.meta, "hook_name", None) or (world and world.saes.get(world.default_sae))
+    if not hook:
+        raise BadInput("the SAE's config names no hook", hint="give --hook")
+    check_hooks(model, [h for h in (hook, cfg.neurons) if h])
+    d_sae, d_in = int(sae.cfg.d_sae), int(sae.cfg.d_in)
+    if cfg.k is not None and cfg.k > d_sae:
+        raise BadInput(f"--k {cfg.k} is larger than the SAE's width {d_sae}")
+    language = world is None or world.spec.load().LANGUAGE
+    if not language and (cfg.corpus or cfg.dataset):
+        raise BadInput(f"world {world.name!r} is not a language model and takes no corpus")
+    n_ctx = _context(cfg, model, handle, world, language)
+    stream = Stream(language, n_ctx, language and (cfg.bos or world is not None) and not cfg.keep_bos, cfg.tokens)
+    enc = Encoder(model, sae, hook, cfg.neurons, stream, cfg.device)
+
+    head = list(itertools.islice(windows(cfg, stream, model, world), max(1, CALIBRATION_ROWS // stream.full_rows())))
+    if not head:
+        raise BadInput("the corpus is empty: no document has a token", hint="check the files and --column")
+    acts, _, _ = enc.activations(head[:1])
+    if acts[hook].shape[-1] != d_in:
+        raise BadInput(f"the SAE reads vectors of width {d_in}, but hook {hook!r} gives {acts[hook].shape[-1]}",
+                       hint="choose the SAE's own hook, or an SAE for this model and hook")
+    k, k_source = (cfg.k, "user") if cfg.k else (handle.k, "sae") if handle.k else (None, "mass")
+    enc.k = min(k or choose_k(enc, head, cfg.mass), d_sae)
+    if k_source == "mass":
+        info(f"k = {enc.k}: keeps {cfg.mass:.0%} of the activation mass on the first {len(head)} windows")
+
+    per_shard = max(1, cfg.shard_tokens // stream.full_rows())
+    labels = _labels(world, language) if not (cfg.corpus or cfg.dataset) else None
+    attrs = {"d_sae": d_sae, "d_in": d_in, "k": enc.k, "k_source": k_source, "hook": hook,
+             "neurons": cfg.neurons, "language": language, "context": n_ctx if language else None,
+             "model": f"codec-{world.name}" if world else str(cfg.source or handle.meta.model_name),
+             "sae": {"origin": handle.origin, "fingerprint": handle.fingerprint(),
+                     "architecture": sae.cfg.architecture(), "hook": getattr(handle.meta, "hook_name", None)},
+             "part": {"index": index, "of": ranks} if ranks > 1 else None}
+    identity = {"params": {k: v for k, v in config.to_dict(cfg).items() if k not in ("resume", "out")},
+                "attrs": attrs}
+    inputs = [handle.artifact] if handle.artifact is not None else []
+    if world is not None and all(a.fingerprint != world.artifact.fingerprint for a in inputs):
+        inputs.append(world.artifact)
+    started = time.perf_counter()
+    with ArtifactWriter(out, "features", command="codec extract", params=config.to_dict(cfg), inputs=inputs,
+                        attrs=attrs, resume=cfg.resume) as w:
+        stats, done = _resume(w.path, identity, d_sae, cfg.resume)
+        decoded: dict[int, str] = {}
+        tokenizer = getattr(model, "tokenizer", None) if language else None
+        mine = (cfg.tokens + ranks - 1) // ranks
+        with progress("tokens") as bar:
+            task = bar.add_task(f"extract @ {hook}" + (f" (rank {index}/{ranks})" if ranks > 1 else ""), total=mine)
+            bar.update(task, completed=min(stats.rows, mine))
+            it = windows(cfg, stream, model, world)
+            for j in itertools.count():
+                shard = list(itertools.islice(it, per_shard))
+                if not shard:
+                    break
+                if j % ranks != index or j in done:
+                    continue
+                top, table, neurons = run_shard(enc, shard, j * per_shard, cfg.batch_size, tokenizer, decoded,
+                                                labels, cfg.dtype, lambda n: bar.advance(task, n))
+                if neurons is not None:
+                    w.write_tensors(NEURONS.format(j), {"acts": neurons})
+                w.write_table(TOKENS.format(j), table)
+                path = w.write_tensors(SHARD.format(j), top)  # last: the shard is whole once it is there
+                stats.add(top, path.stat().st_size)
+        if stats.rows == 0:
+            raise BadInput(f"rank {index} of {ranks} has no shard to extract",
+                           hint="use fewer ranks, or a smaller --shard-tokens")
+        w.write_table("features.parquet", stats.table())
+        w.attrs.update(stats.summary())
+        (w.path / "run.json").unlink()
+    summary = {"out": str(out), "k": enc.k, "hook": hook, **stats.summary()}
+    summary["tokens_per_s"] = stats.rows / max(time.perf_counter() - started, 1e-9)
+    return summary
+
+
+def _resume(path: Path, identity: dict, d_sae: int, resume: bool) -> tuple[Stats, set[int]]:
+    """The shards a previous run finished (and their statistics); refuses a run made
+    with other settings, and clears what an unfinished shard left behind."""
+    from codec_cli.artifacts import canonical_json
+
+    run = path / "run.json"
+    stats, done = Stats(d_sae), set()
+    if resume and run.is_file():
+        before = json.loads(run.read_text())
+        if before != json.loads(canonical_json(identity)):
+            changed = sorted(k for k in before["params"].keys() | identity["params"].keys()
+                             if before["params"].get(k) != identity["params"].get(k)) or ["the SAE or model"]
+            raise BadInput(f"cannot resume: the partial run was made with different settings ({', '.join(changed)})",
+                           hint="resume with the original options, or drop --resume")
+        done = {shard_number(p.name) for p in (path / "shards").glob("*.safetensors")}
+        for p in sorted(path.rglob("*")):  # an unfinished shard's files, temporaries, final tables
+            part = p.relative_to(path).parts[0]
+            if p.is_file() and p != run and (part not in SHARD_DIRS or p.name.startswith(".")
+                                             or shard_number(p.name) not in done):
+                p.unlink()
+        for j in sorted(done):
+            shard = path / SHARD.format(j)
+            stats.add(load_shard(shard), shard.stat().st_size)
+        if done:
+            info(f"resuming after {len(done)} finished shard(s), {stats.rows} rows")
+    run.write_bytes(canonical_json(identity))
+    return stats, done
+
+
+def _context(cfg: ExtractConfig, model, handle, world, language: bool) -> int:
+    if not language:
+        return 1
+    if world is not None and not (cfg.corpus or cfg.dataset):
+        return int(world.spec.load().Config(**world.artifact.manifest["params"]).n_ctx)
+    n_ctx = cfg.context or getattr(handle.meta, "context_size", None) or 128
+    most = int(model.cfg.n_ctx)
+    if n_ctx > most:
+        if cfg.context:
+            raise BadInput(f"--context {n_ctx} is longer than the model's context ({most})")
+        n_ctx = most
+    return int(n_ctx)
+
+
+def _labels(world, language: bool):
+    """The world's ground-truth labels for rows, or None."""
+    if world is None:
+        return None
+    module = world.spec.load()
+    cfg = module.Config(**world.artifact.manifest["params"])
+    return lambda rows: module.labels(cfg, rows)
+
+
+@command("extract", ExtractConfig)
+def extract_command(cfg: ExtractConfig) -> Reply:
+    """Extract SAE features per token from a model over a corpus: sparse, sharded, resumable."""
+    s = extract(cfg)
+    line = (f"{s['rows']:,} tokens -> {s['out']}: L0 {s['l0']:.1f}, k {s['k']}, mass kept {s['mass_kept']:.2%}, "
+            f"{s['bytes_per_row']:.0f} bytes/token (dense: {s['dense_bytes_per_row']:,}), "
+            f"{s['tokens_per_s']:,.0f} tokens/s")
+    return Reply(s, line)
