@@ -17,6 +17,7 @@ depends on nothing but j, so
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import json
 import os
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from codec_cli import config
 from codec_cli.cli import Reply, command
-from codec_cli.console import info, progress
+from codec_cli.console import info, progress, settings
 from codec_cli.errors import BadInput
 from codec_cli.features import NEURONS, SHARD, SHARD_DIRS, TOKENS, Stats, load_shard, shard_number
 
@@ -357,7 +358,8 @@ def open_all(cfg: ExtractConfig):
         src = named.removeprefix("codec-") if named.removeprefix("codec-") in worlds.WORLDS else named
         info(f"model: {src} (named by the SAE)")
     kwargs = model_kwargs(cfg.model_kwarg, handle.meta)
-    with contextlib.redirect_stdout(sys.stderr):  # transformer-lens prints as it loads; stdout is for data
+    # transformer-lens prints as it loads: not on stdout, which is for data, nor under --quiet
+    with contextlib.redirect_stdout(io.StringIO() if settings.quiet else sys.stderr):
         model, w = models.open_model(src, kwargs)
         model = model.to(cfg.device).eval()
     if kwargs and (w is not None or Path(src).is_dir() and (Path(src) / "tokenizer").is_dir()):
@@ -517,3 +519,20 @@ def extract_command(cfg: ExtractConfig) -> Reply:
             f"{s['bytes_per_row']:.0f} bytes/token (dense: {s['dense_bytes_per_row']:,}), "
             f"{s['tokens_per_s']:,.0f} tokens/s")
     return Reply(s, line)
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    parts: list[Path] = config.positional()
+    """The parts: the outputs of every rank of one extraction (--shard i --of n)."""
+    out: Path = Path("features")
+    """Output directory: the joined features artifact."""
+
+
+@command("merge", MergeConfig)
+def merge_command(cfg: MergeConfig) -> Reply:
+    """Join the parts of an extraction split over ranks into one features artifact."""
+    from codec_cli.features import merge
+
+    s = merge(cfg.parts, cfg.out)
+    return Reply(s, f"{s['parts']} parts, {s['shards']} shards, {s['rows']:,} tokens -> {s['out']}")

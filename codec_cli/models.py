@@ -4,6 +4,7 @@
     path/to/world/           a world built with `codec world build`
     path/to/model/           a transformer-lens model saved by codec (config.json,
                              model.safetensors, tokenizer/), over --corpus files
+    path/to/hf-model/        a Hugging Face save_pretrained directory (hf.py), over --corpus files
     gpt2, pythia-70m, …      a transformer-lens model by hub name (where a hub is
                              reachable), over --corpus files
 
@@ -125,7 +126,12 @@ def _from_hub(name: str, kwargs: dict):
 
 
 def _from_hf_dir(path: Path, kwargs: dict):
-    raise BadInput(f"{path}: not a model directory codec can read")
+    from codec_cli import hf
+
+    if not (path / "config.json").is_file():
+        raise BadInput(f"{path}: not a model directory (no config.json)",
+                       hint="give a world, a save_pretrained directory, or a transformer-lens model name")
+    return hf.load(path, **kwargs)
 
 
 @contextmanager

@@ -1,0 +1,294 @@
+"""`codec extract` and `codec merge`: features read back equal the SAE's own top-k on
+the same tokens, neurons equal a direct run_with_cache, a killed run resumes to the
+same bytes, ranks merge into what one process writes, and bad requests fail early."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+import tiny_models
+from codec_cli import models
+from codec_cli.artifacts import open_artifact
+
+CODEC = Path(sys.executable).parent / "codec"
+
+
+def read(path: Path) -> tuple[dict, pl.DataFrame, np.ndarray | None]:
+    """All shards of a features artifact joined: top-k arrays, token table, neurons."""
+    art = open_artifact(path, "features")
+    shards = [art.tensors(n) for n in art.files("shards/")]
+    top = {k: np.concatenate([s[k] for s in shards]) for k in shards[0]}
+    tokens = pl.concat([art.table(n) for n in art.files("tokens/")])
+    neurons = art.files("neurons/")
+    return top, tokens, np.concatenate([art.tensors(n)["acts"] for n in neurons]) if neurons else None
+
+
+def rebuild(tokens: pl.DataFrame, bos: int, n_ctx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The windows the model read, from the token table (BOS first, padded), and the
+    mask of stored positions (not BOS, not padding)."""
+    groups = [g["token_id"].to_numpy() for _, g in tokens.group_by("window", maintain_order=True)]
+    windows = torch.tensor(np.stack([np.pad(np.concatenate([[bos], g]), (0, n_ctx - 1 - len(g))) for g in groups]))
+    n_real = torch.tensor([len(g) for g in groups])
+    keep = (torch.arange(n_ctx)[None] <= n_real[:, None]) & (torch.arange(n_ctx)[None] > 0)
+    return windows, keep
+
+
+def expected(model, sae, hook: str, windows: torch.Tensor, keep: torch.Tensor, k: int):
+    """What extraction should store, computed directly: run_with_cache, encode, top-k."""
+    with torch.no_grad():
+        _, cache = model.run_with_cache(windows, names_filter=[hook])
+        f = sae.encode(cache[hook][keep])
+    values, indices = f.topk(k, dim=-1)
+    return indices.masked_fill(values <= 0, -1).numpy(), values.clamp(min=0).numpy(), f
+
+
+# --------------------------------------------------------------------------- worlds
+
+
+def test_themes_round_trip_with_neurons_and_labels(cli, tmp_path):
+    out = tmp_path / "f"
+    r = cli("extract", "themes", "--tokens", 3000, "--shard-tokens", 700, "--neurons", "blocks.0.mlp.hook_post",
+            "--out", out, "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["rows"] == 3000 and summary["k"] == 8 and summary["mass_kept"] == pytest.approx(1.0)
+    top, tokens, neurons = read(out)
+    art = open_artifact(out, "features")
+    assert len(art.files("shards/")) == 5 and art.attrs["rows"] == 3000 == len(tokens) == len(neurons)
+    assert art.attrs["sae"]["origin"] == "world:themes/resid" and art.attrs["part"] is None
+    assert [i["kind"] for i in art.inputs] == ["world"]
+
+    # The same windows, straight through transformer-lens and sae-lens.
+    world = models.open_model("themes")[1]
+    model, sae = world.model(), world.sae()
+    windows, keep = rebuild(tokens, model.tokenizer.bos_token_id, 64)
+    indices, values, f = expected(model, sae, "blocks.1.hook_resid_pre", windows, keep, 8)
+    assert np.array_equal(top["indices"], indices)
+    assert np.allclose(top["values"], values, atol=1e-5)
+    assert np.array_equal(top["l0"], (f > 0).sum(-1).numpy())
+    with torch.no_grad():
+        _, cache = model.run_with_cache(windows, names_filter=["blocks.0.mlp.hook_post"])
+    assert np.allclose(neurons, cache["blocks.0.mlp.hook_post"][keep].numpy(), atol=1e-5)
+
+    # Ground truth comes with every token, and the statistics count what is stored.
+    assert tokens["pos"].min() == 1 and tokens["pos"].max() == 63
+    days = tokens.filter(pl.col("cycle") == "weekday")
+    assert len(days) > 0 and set(days["token"].unique()) <= {"monday", "tuesday", "wednesday", "thursday",
+                                                              "friday", "saturday", "sunday"}
+    stats = art.table("features.parquet")
+    assert stats["count"].sum() == (top["indices"] >= 0).sum()
+    assert stats["max"].max() == pytest.approx(float(top["values"].max()))
+
+
+def test_toy_world_rows_are_samples_labelled_with_their_true_features(cli, tmp_path):
+    r = cli("extract", "toy", "--sae", "oracle", "--tokens", 500, "--out", tmp_path / "f", "--json")
+    assert r.exit_code == 0, r.output
+    top, tokens, _ = read(tmp_path / "f")
+    assert len(tokens) == 500 and "token_id" not in tokens.columns
+    # The oracle SAE reads the true features back: its top-k are the active ones.
+    for idx, active in zip(top["indices"][:50], tokens["active"].to_list()[:50]):
+        assert set(idx[idx >= 0].tolist()) == set(active)
+
+
+# --------------------------------------------------------------------------- models, SAEs, corpora
+
+
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory) -> Path:
+    return tiny_models.hf_model(tmp_path_factory.mktemp("hf") / "tiny-gpt2")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("corpus")
+    docs = tiny_models.TEXT[:4] + ["", "short"]
+    (d / "docs.jsonl").write_text("".join(json.dumps({"body": t}) + "\n" for t in docs))
+    pl.DataFrame({"body": docs}).write_parquet(d / "docs.parquet")
+    return d
+
+
+def test_local_hf_model_with_sae_lens_and_sparsify_saes(cli, tmp_path, gpt2, corpus):
+    hook = "blocks.1.hook_resid_pre"
+    lens = tiny_models.sae(tmp_path / "sae", 32, 64, hook, "tiny-gpt2", k=4)
+    sparsify = tiny_models.as_sparsify(lens, tmp_path / "sparsify", "layers.0", "tiny-gpt2")
+    args = ["--corpus", corpus / "docs.jsonl", "--column", "body", "--context", 12, "--tokens", 10_000]
+    assert cli("extract", gpt2, "--sae", lens, *args, "--out", tmp_path / "a").exit_code == 0
+    # sparsify's layers.0 is the output of block 0, the same residual stream as blocks.1.hook_resid_pre.
+    r = cli("extract", gpt2, "--sae", sparsify, *args, "--out", tmp_path / "b", "--json")
+    assert r.exit_code == 0, r.output
+    a, b = read(tmp_path / "a"), read(tmp_path / "b")
+    assert np.array_equal(a[0]["indices"], b[0]["indices"]) and np.allclose(a[0]["values"], b[0]["values"], atol=1e-5)
+    assert open_artifact(tmp_path / "b").attrs["hook"] == "blocks.0.hook_resid_post"
+
+    # Every token of every document, once: the budget is more than the corpus has.
+    tokens = a[1]
+    tok = tiny_models.tokenizer()
+    lengths = [len(tok(t)["input_ids"]) for t in tiny_models.TEXT[:4] + ["", "short"]]
+    assert len(tokens) == sum(lengths)
+    assert tokens.group_by("doc").len().sort("doc")["len"].to_list() == [n for n in lengths if n]
+    assert tokens["pos"].min() == 1 and tokens["pos"].max() == 11  # BOS dropped, padding never stored
+
+    # Round trip against the model read straight from the directory.
+    model, _ = models.open_model(str(gpt2))
+    sae = models.open_sae(str(lens)).sae
+    windows, keep = rebuild(tokens, tok.bos_token_id, 12)
+    indices, values, _ = expected(model, sae, hook, windows, keep, 4)
+    assert np.array_equal(a[0]["indices"], indices) and np.allclose(a[0]["values"], values, atol=1e-5)
+
+
+def test_parquet_file_and_dataset_directory_read_the_same(cli, tmp_path, gpt2, corpus):
+    lens = tiny_models.sae(tmp_path / "sae", 32, 64, "blocks.0.hook_resid_post", "tiny-gpt2")
+    common = ["--sae", lens, "--column", "body", "--context", 8, "--tokens", 60]
+    assert cli("extract", gpt2, "--corpus", corpus / "docs.parquet", *common, "--out", tmp_path / "a").exit_code == 0
+    data = tmp_path / "dataset"
+    data.mkdir()
+    shutil.copy(corpus / "docs.parquet", data / "train.parquet")
+    assert cli("extract", gpt2, "--dataset", data, *common, "--out", tmp_path / "b").exit_code == 0
+    assert open_artifact(tmp_path / "a").attrs["rows"] == 60
+    assert [open_artifact(tmp_path / x).manifest["files"]["shards/00000.safetensors"] for x in "ab"][0] == \
+        open_artifact(tmp_path / "b").manifest["files"]["shards/00000.safetensors"]
+
+
+def test_a_relu_sae_keeps_the_least_k_that_holds_the_mass(cli, tmp_path, gpt2, corpus):
+    relu = tiny_models.sae(tmp_path / "relu", 32, 64, "blocks.0.hook_resid_post", "tiny-gpt2", architecture="standard")
+    r = cli("extract", gpt2, "--sae", relu, "--corpus", corpus / "docs.jsonl", "--column", "body", "--context", 16,
+            "--mass", 0.9, "--out", tmp_path / "f", "--json")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    top, _, _ = read(tmp_path / "f")
+    assert 1 < s["k"] < 64 and s["l0"] > s["k"]
+    kept = top["values"].sum() / top["mass"].sum()
+    assert s["mass_kept"] == pytest.approx(kept, rel=1e-5) and kept >= 0.85
+    # One fewer would not have done: the k-th column carries real mass.
+    assert (top["values"][:, -1] > 0).any()
+
+
+def test_the_sae_names_the_model_and_its_loading_options(monkeypatch, tmp_path, gpt2, corpus, capsys):
+    """A hub SAE (faked: no hub here) whose config asks for center_writing_weights=False:
+    the model is the one the SAE names, loaded with the SAE's options over the user's."""
+    from codec_cli.extract import ExtractConfig, extract
+
+    lens = tiny_models.sae(tmp_path / "sae", 32, 64, "blocks.0.hook_resid_post", str(gpt2),
+                           model_from_pretrained_kwargs={"center_writing_weights": False})
+    monkeypatch.setattr(models, "_sae_from_hub", lambda release, sae_id, device: models.open_sae(str(lens)).sae)
+    seen = {}
+    real = models._from_hf_dir
+    monkeypatch.setattr(models, "_from_hf_dir", lambda path, kw: seen.update(kw) or real(path, kw))
+    extract(ExtractConfig(sae="some-release", sae_id="blocks.0.hook_resid_post", corpus=[corpus / "docs.jsonl"],
+                          column="body", context=8, tokens=40, model_kwarg=["center_writing_weights=true"],
+                          out=tmp_path / "f"))
+    assert seen == {"center_writing_weights": False}
+    err = capsys.readouterr().err
+    assert "center_writing_weights=False from the SAE's config, not True" in err
+    assert open_artifact(tmp_path / "f").attrs["sae"]["origin"] == "some-release/blocks.0.hook_resid_post"
+
+
+# --------------------------------------------------------------------------- resume, ranks, merge
+
+
+def test_a_killed_extraction_resumes_to_the_same_bytes(tmp_path):
+    args = ["-q", "extract", "themes", "--tokens", "60000", "--shard-tokens", "2000", "--batch-size", "4",
+            "--neurons", "blocks.0.mlp.hook_post"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([CODEC, *args, "--out", tmp_path / "straight"], check=True, capture_output=True, env=env)
+    proc = subprocess.Popen([CODEC, *args, "--out", tmp_path / "killed"], env=env)
+    shards = tmp_path / ".killed.partial/shards"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(shards.glob("*.safetensors"))) < 3:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert not (tmp_path / "killed").exists() and len(list(shards.glob("*.safetensors"))) >= 3
+    done = subprocess.run([CODEC, *args, "--out", tmp_path / "killed", "--resume"], capture_output=True, text=True,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    a, b = (json.loads((tmp_path / x / "manifest.json").read_text()) for x in ("straight", "killed"))
+    assert a["files"] == b["files"] and a["fingerprint"] == b["fingerprint"]
+
+
+def test_resume_refuses_other_settings(cli, tmp_path):
+    partial = tmp_path / ".f.partial"
+    partial.mkdir()
+    from codec_cli import config
+    from codec_cli.extract import ExtractConfig
+
+    params = {k: v for k, v in config.to_dict(ExtractConfig(source="themes", tokens=1)).items() if k not in ("out", "resume")}
+    (partial / "run.json").write_text(json.dumps({"params": params, "attrs": {}}))
+    r = cli("extract", "themes", "--tokens", 100, "--out", tmp_path / "f", "--resume")
+    assert r.exit_code == 2 and "different settings (tokens)" in r.stderr
+    assert (partial / "run.json").exists()  # the partial run is kept for a resume with the right options
+
+
+def test_ranks_merge_into_what_one_process_writes(cli, tmp_path):
+    args = ["extract", "themes", "--tokens", 4000, "--shard-tokens", 600]
+    assert cli(*args, "--out", tmp_path / "whole").exit_code == 0
+    for i in range(3):
+        assert cli(*args, "--shard", i, "--of", 3, "--out", tmp_path / "parts/{rank}").exit_code == 0
+    part = open_artifact(tmp_path / "parts/1")
+    assert part.attrs["part"] == {"index": 1, "of": 3} and part.files("shards/") == ["shards/00001.safetensors",
+                                                                                       "shards/00004.safetensors",
+                                                                                       "shards/00007.safetensors"]
+    r = cli("merge", *(tmp_path / f"parts/{i}" for i in (2, 0, 1)), "--out", tmp_path / "merged", "--json")
+    assert r.exit_code == 0, r.output
+    whole, merged = open_artifact(tmp_path / "whole"), open_artifact(tmp_path / "merged")
+    assert merged.fingerprint == whole.fingerprint and merged.attrs == whole.attrs
+
+    r = cli("merge", tmp_path / "parts/0", tmp_path / "parts/2", "--out", tmp_path / "m2")
+    assert r.exit_code == 2 and "missing 1" in r.stderr
+    r = cli("merge", tmp_path / "whole", "--out", tmp_path / "m3")
+    assert r.exit_code == 2 and "not a part" in r.stderr
+
+
+def test_torchrun_environment_picks_the_rank(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    r = cli("extract", "themes", "--tokens", 500, "--shard-tokens", 100, "--out", tmp_path / "f")
+    assert r.exit_code == 2 and "{rank}" in r.stderr
+    assert cli("extract", "themes", "--tokens", 500, "--shard-tokens", 100, "--out", tmp_path / "p{rank}").exit_code == 0
+    assert open_artifact(tmp_path / "p1").attrs["part"] == {"index": 1, "of": 2}
+
+
+# --------------------------------------------------------------------------- bad requests
+
+
+@pytest.mark.parametrize("args, message", [
+    (["themes", "--hook", "blocks.7.hook_resid_pre"], "no hook 'blocks.7.hook_resid_pre'"),
+    (["themes", "--neurons", "blocks.0.mlp.hook_pots"], "did you mean blocks.0.mlp.hook_post"),
+    (["themes", "--hook", "blocks.0.mlp.hook_post"], "the SAE reads vectors of width 64, but hook"),
+    (["themes", "--k", "257"], "--k 257 is larger than the SAE's width 256"),
+    (["themes", "--of", "2"], "--shard and --of go together"),
+    (["themes", "--sae", "nope"], "no such SAE directory"),
+    (["toy", "--corpus", "x.txt"], "not a language model"),
+    (["--sae", "nope", "--sae-id", "x"], "cannot load SAE nope/x"),
+])
+def test_bad_requests_exit_2_in_one_line(cli, tmp_path, args, message, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = cli("extract", *args, "--out", tmp_path / "f")
+    assert r.exit_code == 2, r.output
+    assert message in r.stderr and [line[:6] for line in r.stderr.splitlines()].count("Error:") == 1
+    assert not (tmp_path / "f").exists() and not (tmp_path / ".f.partial").exists()
+
+
+def test_an_empty_corpus_is_refused_before_any_work(cli, tmp_path, gpt2):
+    (tmp_path / "empty.jsonl").write_text(json.dumps({"text": ""}) + "\n")
+    lens = tiny_models.sae(tmp_path / "sae", 32, 64, "blocks.0.hook_resid_post", "tiny-gpt2")
+    r = cli("extract", gpt2, "--sae", lens, "--corpus", tmp_path / "empty.jsonl", "--out", tmp_path / "f")
+    assert r.exit_code == 2 and "the corpus is empty" in r.stderr
+
+
+def test_never_replaces_a_good_artifact_on_failure(cli, tmp_path):
+    assert cli("extract", "themes", "--tokens", 200, "--out", tmp_path / "f").exit_code == 0
+    before = (tmp_path / "f/manifest.json").read_bytes()
+    assert cli("extract", "themes", "--k", 999, "--out", tmp_path / "f").exit_code == 2
+    assert (tmp_path / "f/manifest.json").read_bytes() == before
