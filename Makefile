@@ -20,12 +20,13 @@ $(STAMP): pyproject.toml tests/example_plugin/pyproject.toml tests/example_plugi
 	$(BIN)/python -m pip install --quiet ./tests/example_plugin
 	touch $(STAMP)
 
-# Until `codec extract` lands, the demo rebuilds the toy world from scratch and trains
-# an SAE on the shipped themes language model.
+# The demo rebuilds the toy world from scratch, trains an SAE on the shipped themes
+# language model, and extracts the themes world's SAE features (with its MLP neurons).
 demo: $(STAMP)
 	$(BIN)/codec world list
 	$(BIN)/codec world build toy --out demo/toy
 	$(BIN)/codec sae train themes --steps 500 --out demo/sae-themes
+	$(BIN)/codec extract themes --tokens 100000 --neurons blocks.0.mlp.hook_post --out demo/features
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -232,9 +232,9 @@ class Encoder:
     k: int = 0
 
     def stop_at(self) -> dict:
-        from codec_cli.models import _stop_layer
+        from codec_cli.models import stop_layer
 
-        layers = [_stop_layer(h) for h in (self.hook, self.neurons) if h]
+        layers = [stop_layer(h) for h in (self.hook, self.neurons) if h]
         if not self.stream.language or None in layers:
             return {}
         return {"stop_at_layer": max(layers)}
@@ -245,7 +245,7 @@ class Encoder:
 
         hooks = [h for h in (self.hook, self.neurons) if h]
         if self.stream.language:
-            x = torch.as_tensor([list(map(int, w.tokens)) for w in batch], dtype=torch.long)
+            x = torch.stack([torch.as_tensor(w.tokens, dtype=torch.long) for w in batch])
             pos = torch.arange(x.shape[1])
             keep = pos[None] < torch.as_tensor([w.real for w in batch])[:, None]
             if self.stream.drop_bos:
@@ -263,19 +263,56 @@ class Encoder:
         return acts, keep, x
 
     def encode(self, acts: torch.Tensor) -> torch.Tensor:
+        """The SAE's dense feature activations [rows, d_sae]."""
         import torch
 
         with torch.no_grad():
             p = next(self.sae.parameters())
             return self.sae.encode(acts.to(p.device, p.dtype)).float().cpu()
 
-    def top(self, f: torch.Tensor) -> dict[str, torch.Tensor]:
+    def top(self, acts: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per row the k largest features (indices, values; -1 and 0 in empty slots), the
+        SAE's L0 and its activation mass (the sum of all its activations)."""
         import torch
 
-        values, indices = torch.topk(f, self.k, dim=-1)
+        sae_k = getattr(self.sae.cfg, "k", None) if self.sae.cfg.architecture() == "topk" else None
+        if sae_k is None:
+            f = self.encode(acts)
+            values, indices = torch.topk(f, self.k, dim=-1)
+            l0, mass = torch.count_nonzero(f, dim=-1), f.sum(-1)
+        else:
+            values, indices = self._sae_topk(acts, int(sae_k))
+            l0, mass = torch.count_nonzero(values, dim=-1), values.sum(-1)
+            values, indices = values[:, :self.k], indices[:, :self.k]
+            if self.k > sae_k:  # more slots than the SAE ever fills: they stay empty
+                pad = self.k - int(sae_k)
+                values = torch.nn.functional.pad(values, (0, pad))
+                indices = torch.nn.functional.pad(indices, (0, pad))
         empty = values <= 0
         return {"indices": indices.to(torch.int32).masked_fill(empty, -1), "values": values.masked_fill(empty, 0.0),
-                "l0": (f > 0).sum(-1).to(torch.int32), "mass": f.clamp(min=0).sum(-1)}
+                "l0": l0.to(torch.int32), "mass": mass.float()}
+
+    def _sae_topk(self, acts: torch.Tensor, sae_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A TopK SAE's own top-k, sorted, without the dense [rows, d_sae] tensor its
+        `encode` scatters them into: `encode` runs with its TopK activation swapped
+        for one that hands back the values and indices (the round-trip tests hold it
+        to `encode`)."""
+        import torch
+
+        class Keep(torch.nn.Module):
+            def forward(self, hidden_pre):
+                values, indices = torch.topk(hidden_pre, sae_k, dim=-1)
+                return values.relu(), indices
+
+        p = next(self.sae.parameters())
+        dense = self.sae.activation_fn
+        self.sae.activation_fn = Keep()
+        try:
+            with torch.no_grad():
+                values, indices = self.sae.encode(acts.to(p.device, p.dtype))
+        finally:
+            self.sae.activation_fn = dense
+        return values.float().cpu(), indices.cpu()
 
 
 def choose_k(enc: Encoder, sample: list, mass: float) -> int:
@@ -327,7 +364,7 @@ def run_shard(enc: Encoder, shard: list, first_window: int, batch_size: int, tok
     for i in range(0, len(shard), batch_size):
         batch = shard[i:i + batch_size]
         acts, keep, x = enc.activations(batch)
-        parts.append(enc.top(enc.encode(acts[enc.hook])))
+        parts.append(enc.top(acts[enc.hook]))
         tables.append(pl.DataFrame(_token_table(batch, first_window + i, keep, x, tokenizer, decoded, labels)))
         if enc.neurons:
             neurons.append(acts[enc.neurons])
@@ -399,20 +436,21 @@ def extract(cfg: ExtractConfig) -> dict:
     stream = Stream(language, n_ctx, language and (cfg.bos or world is not None) and not cfg.keep_bos, cfg.tokens)
     enc = Encoder(model, sae, hook, cfg.neurons, stream, cfg.device)
 
-    head = list(itertools.islice(windows(cfg, stream, model, world), max(1, CALIBRATION_ROWS // stream.full_rows())))
+    k, k_source = (cfg.k, "user") if cfg.k else (handle.k, "sae") if handle.k else (None, "mass")
+    wanted = 1 if k else max(1, CALIBRATION_ROWS // stream.full_rows())  # windows to calibrate k on
+    head = list(itertools.islice(windows(cfg, stream, model, world), wanted))
     if not head:
         raise BadInput("the corpus is empty: no document has a token", hint="check the files and --column")
     acts, _, _ = enc.activations(head[:1])
     if acts[hook].shape[-1] != d_in:
         raise BadInput(f"the SAE reads vectors of width {d_in}, but hook {hook!r} gives {acts[hook].shape[-1]}",
                        hint="choose the SAE's own hook, or an SAE for this model and hook")
-    k, k_source = (cfg.k, "user") if cfg.k else (handle.k, "sae") if handle.k else (None, "mass")
     enc.k = min(k or choose_k(enc, head, cfg.mass), d_sae)
     if k_source == "mass":
         info(f"k = {enc.k}: keeps {cfg.mass:.0%} of the activation mass on the first {len(head)} windows")
 
     per_shard = max(1, cfg.shard_tokens // stream.full_rows())
-    labels = _labels(world, language) if not (cfg.corpus or cfg.dataset) else None
+    labels = _labels(world) if not (cfg.corpus or cfg.dataset) else None
     attrs = {"d_sae": d_sae, "d_in": d_in, "k": enc.k, "k_source": k_source, "hook": hook,
              "neurons": cfg.neurons, "language": language, "context": n_ctx if language else None,
              "model": f"codec-{world.name}" if world else str(cfg.source or handle.meta.model_name),
@@ -428,6 +466,7 @@ def extract(cfg: ExtractConfig) -> dict:
     with ArtifactWriter(out, "features", command="codec extract", params=config.to_dict(cfg), inputs=inputs,
                         attrs=attrs, resume=cfg.resume) as w:
         stats, done = _resume(w.path, identity, d_sae, cfg.resume)
+        resumed = stats.rows
         decoded: dict[int, str] = {}
         tokenizer = getattr(model, "tokenizer", None) if language else None
         mine = (cfg.tokens + ranks - 1) // ranks
@@ -455,7 +494,7 @@ def extract(cfg: ExtractConfig) -> dict:
         w.attrs.update(stats.summary())
         (w.path / "run.json").unlink()
     summary = {"out": str(out), "k": enc.k, "hook": hook, **stats.summary()}
-    summary["tokens_per_s"] = stats.rows / max(time.perf_counter() - started, 1e-9)
+    summary["tokens_per_s"] = (stats.rows - resumed) / max(time.perf_counter() - started, 1e-9)
     return summary
 
 
@@ -502,7 +541,7 @@ def _context(cfg: ExtractConfig, model, handle, world, language: bool) -> int:
     return int(n_ctx)
 
 
-def _labels(world, language: bool):
+def _labels(world):
     """The world's ground-truth labels for rows, or None."""
     if world is None:
         return None

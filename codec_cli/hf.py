@@ -69,7 +69,9 @@ def load(path: Path, **options: Any):
     from transformer_lens.utilities import softcap_enabled
     from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
     from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # codec shows its own progress; loading is quick
     unknown = set(options) - set(OPTIONS) - HUB_ONLY
     if unknown:
         raise BadInput(f"unknown model option(s) {', '.join(sorted(unknown))} for a local model directory",

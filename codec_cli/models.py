@@ -148,7 +148,7 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def _stop_layer(hook: str) -> int | None:
+def stop_layer(hook: str) -> int | None:
     """Blocks needed to reach `hook` (blocks.L.… needs L+1), so later ones are not run."""
     m = re.match(r"blocks\.(\d+)\.", hook)
     return int(m.group(1)) + 1 if m else None
@@ -158,7 +158,7 @@ def activations(src: Source, hook: str, step: int, n: int):
     """Activations at `hook` for step `step`: [rows, d], BOS positions dropped."""
     import torch
 
-    kwargs = {"stop_at_layer": _stop_layer(hook)} if src.language and _stop_layer(hook) else {}
+    kwargs = {"stop_at_layer": stop_layer(hook)} if src.language and stop_layer(hook) else {}
     with torch.no_grad():
         _, cache = src.model.run_with_cache(src.inputs(step, n), names_filter=hook, **kwargs)
     if hook not in cache:

@@ -22,13 +22,13 @@ def write_features(path: Path, seed: int = 0, d_sae: int = 40, k: int = 4, shard
     rng = np.random.default_rng(seed)
     with ArtifactWriter(path, "features", command="test", params={"seed": seed},
                         attrs={"d_sae": d_sae, "k": k}) as w:
-        for _ in range(shards):
+        for shard in range(shards):
             idx = np.stack([rng.choice(d_sae, k, replace=False) for _ in range(rows)]).astype(np.int32)
             w.write_topk(idx, rng.random((rows, k)).astype(np.float32))
-        n = shards * rows
-        w.write_table("tokens.parquet", {"doc": np.repeat(np.arange(n // 10), 10).astype(np.int64),
-                                         "pos": np.tile(np.arange(10), n // 10).astype(np.int32),
-                                         "token_id": rng.integers(0, 100, n).astype(np.int32)})
+            w.write_table(f"tokens/{shard:05d}.parquet",
+                          {"doc": (np.arange(rows) // 10 + shard * rows // 10).astype(np.int64),
+                           "pos": (np.arange(rows) % 10).astype(np.int32),
+                           "token_id": rng.integers(0, 100, rows).astype(np.int32)})
     return path
 
 

@@ -83,10 +83,10 @@ def test_inputs_that_do_not_belong_together(in_process, cli, tmp_path):
 
 def test_damaged_input_is_one_line_exit_2(in_process, cli, features, tmp_path):
     in_process(CountTokens)
-    (features / "tokens.parquet").write_bytes(b"garbage")
+    (features / "tokens/00000.parquet").write_bytes(b"garbage")
     result = cli("analyze", features, "--out", tmp_path / "out")
     assert result.exit_code == 2
-    assert result.stderr.splitlines()[0].startswith(f"Error: {features / 'tokens.parquet'}: is 7 bytes")
+    assert result.stderr.splitlines()[0].startswith(f"Error: {features / 'tokens/00000.parquet'}: is 7 bytes")
 
 
 def test_plugin_output_table_is_polars_readable(in_process, cli, features, tmp_path):

@@ -29,7 +29,7 @@ def read_everything(path):
     a = open_artifact(path)
     for shard in a.topk():
         assert shard.indices.dtype == np.int32
-    a.table("tokens.parquet", ["doc", "pos"])
+    a.table("tokens/00000.parquet", ["doc", "pos"])
     a.verify()
 
 
@@ -39,14 +39,14 @@ def test_round_trip(tmp_path):
     val = rng.random((20, 3)).astype(np.float16)
     with ArtifactWriter(tmp_path / "a", "features", command="t", attrs={"d_sae": 30}) as w:
         w.write_topk(idx, val)
-        w.write_table("tokens.parquet", {"doc": list(range(20))})
+        w.write_table("tokens/00000.parquet", {"doc": list(range(20))})
         w.write_json("summary.json", {"x": 1})
     a = open_artifact(tmp_path / "a", "features")
     (shard,) = list(a.topk())
     np.testing.assert_array_equal(shard.indices, idx)
     np.testing.assert_array_equal(shard.values, val)
     assert not shard.values.flags.writeable
-    assert a.table("tokens.parquet")["doc"].to_list() == list(range(20))
+    assert a.table("tokens/00000.parquet")["doc"].to_list() == list(range(20))
     assert a.json("summary.json") == {"x": 1}
     assert a.fingerprint.startswith("sha256:")
 
@@ -54,7 +54,7 @@ def test_round_trip(tmp_path):
 def test_same_inputs_same_bytes(tmp_path):
     a = write_features(tmp_path / "a", seed=3)
     b = write_features(tmp_path / "b", seed=3)
-    for name in ["manifest.json", "tokens.parquet", "shards/00000.safetensors"]:
+    for name in ["manifest.json", "tokens/00000.parquet", "shards/00000.safetensors"]:
         assert (a / name).read_bytes() == (b / name).read_bytes()
     assert open_artifact(a).fingerprint != open_artifact(write_features(tmp_path / "c", seed=4)).fingerprint
 
@@ -118,7 +118,7 @@ def test_killed_writer_leaves_nothing_a_reader_accepts(tmp_path):
     (lambda p: rewrite_manifest(p, lambda m: m["attrs"].update(d_sae=3)), "fingerprint does not match"),
     (lambda p: rewrite_manifest(p, lambda m: m["files"].update({"../x": {"sha256": "", "bytes": 0}})), "unsafe"),
     (lambda p: (p / "shards/00001.safetensors").unlink(), "missing"),
-    (lambda p: (p / "tokens.parquet").write_bytes((p / "tokens.parquet").read_bytes()[:100]), "truncated"),
+    (lambda p: (p / "tokens/00000.parquet").write_bytes((p / "tokens/00000.parquet").read_bytes()[:100]), "truncated"),
 ], ids=["no-manifest", "bad-json", "foreign-json", "no-files", "bad-type", "newer", "edited", "unsafe",
         "missing-file", "truncated"])
 def test_damaged_artifacts_are_refused_by_name(features, damage, message):
@@ -171,7 +171,7 @@ def test_lineage(tmp_path):
 @given(data=st.data())
 def test_fuzz_damaged_files(tmp_path_factory, data):
     path = write_features(tmp_path_factory.mktemp("fz") / "f", shards=1, rows=10)
-    name = data.draw(st.sampled_from([MANIFEST, "shards/00000.safetensors", "tokens.parquet"]))
+    name = data.draw(st.sampled_from([MANIFEST, "shards/00000.safetensors", "tokens/00000.parquet"]))
     raw = bytearray((path / name).read_bytes())
     how = data.draw(st.sampled_from(["truncate", "flip", "splice"]))
     if how == "truncate":
@@ -210,7 +210,7 @@ def test_the_docs_numpy_example_writes_a_valid_artifact(tmp_path, monkeypatch):
     exec(compile(example, "docs/artifacts.md", "exec"), {})
     a = open_artifact(tmp_path / "my-features", "features")
     assert sum(s.indices.shape[0] for s in a.topk()) == 256
-    a.table("tokens.parquet", ["doc", "pos"])
+    a.table("tokens/00000.parquet", ["doc", "pos"])
 
 
 def test_resumable_writer_keeps_partial_work(tmp_path):

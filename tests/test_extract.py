@@ -292,3 +292,24 @@ def test_never_replaces_a_good_artifact_on_failure(cli, tmp_path):
     before = (tmp_path / "f/manifest.json").read_bytes()
     assert cli("extract", "themes", "--k", 999, "--out", tmp_path / "f").exit_code == 2
     assert (tmp_path / "f/manifest.json").read_bytes() == before
+
+
+def test_k_below_and_above_a_topk_saes_own(cli, tmp_path, gpt2, corpus):
+    lens = tiny_models.sae(tmp_path / "sae", 32, 64, "blocks.0.hook_resid_post", "tiny-gpt2", k=4)
+    common = ["--sae", lens, "--corpus", corpus / "docs.jsonl", "--column", "body", "--context", 12]
+    runs = {}
+    for k in (4, 2, 6):
+        assert cli("extract", gpt2, *common, "--k", k, "--out", tmp_path / f"k{k}").exit_code == 0
+        runs[k] = read(tmp_path / f"k{k}")[0]
+    assert np.array_equal(runs[2]["indices"], runs[4]["indices"][:, :2])
+    assert np.array_equal(runs[6]["indices"][:, :4], runs[4]["indices"]) and (runs[6]["indices"][:, 4:] == -1).all()
+    assert np.array_equal(runs[2]["l0"], runs[4]["l0"])  # the SAE's L0, before the cut
+    assert open_artifact(tmp_path / "k2").attrs["mass_kept"] < 0.99
+    assert open_artifact(tmp_path / "k6").attrs["mass_kept"] == pytest.approx(1.0)
+
+
+def test_sae_train_reads_a_hugging_face_directory(cli, tmp_path, gpt2, corpus):
+    r = cli("sae", "train", gpt2, "--hook", "blocks.0.hook_resid_post", "--corpus", corpus / "docs.jsonl",
+            "--column", "body", "--context", 8, "--steps", 20, "--batch-size", 64, "--out", tmp_path / "sae")
+    assert r.exit_code == 0, r.output
+    assert open_artifact(tmp_path / "sae", "sae").attrs["d_in"] == 32
