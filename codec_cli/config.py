@@ -143,7 +143,10 @@ def signature(cls: type) -> list[inspect.Parameter]:
         if f.metadata.get("positional"):
             info = typer.Argument(help=help_, show_default=has_default)
         else:
-            flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("short", ())]
+            flag = "--" + f.name.replace("_", "-")
+            if hints[f.name] is bool and f.default is True:  # on by default: it needs an off switch
+                flag = f"{flag}/--no-{f.name.replace('_', '-')}"
+            flags = [flag, *f.metadata.get("short", ())]
             info = typer.Option(*flags, help=help_)
         params.append(
             inspect.Parameter(

@@ -313,3 +313,25 @@ def test_sae_train_reads_a_hugging_face_directory(cli, tmp_path, gpt2, corpus):
             "--column", "body", "--context", 8, "--steps", 20, "--batch-size", 64, "--out", tmp_path / "sae")
     assert r.exit_code == 0, r.output
     assert open_artifact(tmp_path / "sae", "sae").attrs["d_in"] == 32
+
+
+def test_bos_options(cli, tmp_path, gpt2, corpus):
+    lens = tiny_models.sae(tmp_path / "sae", 32, 64, "blocks.0.hook_resid_post", "tiny-gpt2")
+    common = ["--sae", lens, "--corpus", corpus / "docs.jsonl", "--column", "body", "--context", 12]
+    bos = tiny_models.tokenizer().bos_token_id
+    assert cli("extract", gpt2, *common, "--keep-bos", "--out", tmp_path / "keep").exit_code == 0
+    assert cli("extract", gpt2, *common, "--no-bos", "--out", tmp_path / "none").exit_code == 0
+    _, keep, _ = read(tmp_path / "keep")
+    _, none, _ = read(tmp_path / "none")
+    assert keep.filter(pl.col("pos") == 0)["token_id"].unique().to_list() == [bos]
+    assert len(keep.filter(pl.col("pos") == 0)) == keep["window"].n_unique()
+    # Without BOS every position is text: as many text tokens, in windows of 12 instead of 11.
+    assert len(none) == len(keep) - keep["window"].n_unique() and bos not in none["token_id"].to_list()
+    assert none["pos"].min() == 0 and none["pos"].max() == 11
+
+
+def test_an_unknown_hub_model_is_one_line(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sae = Path(models.__file__).parent / "data/worlds/themes/saes/resid"
+    r = cli("extract", "no-such-model-anywhere", "--sae", sae, "--corpus", tmp_path / "x.txt", "--out", tmp_path / "f")
+    assert r.exit_code == 2 and "cannot load model 'no-such-model-anywhere'" in r.stderr
