@@ -398,7 +398,7 @@ def open_all(cfg: ExtractConfig):
     # transformer-lens prints as it loads: not on stdout, which is for data, nor under --quiet
     with contextlib.redirect_stdout(io.StringIO() if settings.quiet else sys.stderr):
         model, w = models.open_model(src, kwargs)
-        model = model.to(cfg.device).eval()
+        model = (model if cfg.device == "cpu" else model.to(cfg.device)).eval()  # loaders give CPU models
     if kwargs and (w is not None or Path(src).is_dir() and (Path(src) / "tokenizer").is_dir()):
         info(f"note: {src} is stored already processed; the model options do not apply")
     return model, w, handle
