@@ -404,6 +404,7 @@ class ArtifactWriter:
         return self.write_tensors(name, {"indices": indices.astype(np.int32), "values": values})
 
     def _finish(self) -> None:
+        (self.path / MANIFEST).unlink(missing_ok=True)  # a resumed run killed while swapping left one
         files = {}
         for p in sorted(self.path.rglob("*")):
             if p.is_file():

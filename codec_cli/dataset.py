@@ -61,7 +61,7 @@ def _read(path: Path, suffix: str, column: str) -> Iterator[str]:
         except Exception as e:  # polars names the problem: a missing column, a damaged file
             raise BadInput(f"{path}: cannot read column {column!r} ({type(e).__name__})",
                            hint="choose the text column with --column") from None
-        yield from (t for t in frame[column].to_list() if isinstance(t, str))
+        yield from (t if isinstance(t, str) else "" for t in frame[column].to_list())  # keep row numbers
     else:
         raise BadInput(f"{path}: unknown corpus format {suffix or '(no suffix)'}",
                        hint="use .txt, .jsonl or .parquet")
@@ -133,4 +133,4 @@ def hub_documents(name: str, column: str = "text", split: str = "train") -> Iter
     if first is not None and not isinstance(first.get(column), str):
         raise BadInput(f"dataset {name!r} has no text column {column!r} (it has {', '.join(first)})",
                        hint="choose it with --column")
-    yield from (row[column] for row in rows if isinstance(row.get(column), str))
+    yield from (row[column] if isinstance(row.get(column), str) else "" for row in rows)  # keep row numbers

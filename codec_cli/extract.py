@@ -258,6 +258,10 @@ class Encoder:
         acts = {}
         for h in hooks:
             a = cache[h]
+            if a.shape[:x.ndim] != x.shape:
+                raise BadInput(f"hook {h!r} gives activations shaped {list(a.shape)}, not one vector per "
+                               f"{'token' if self.stream.language else 'sample'}",
+                               hint="choose a residual, MLP or attention-output hook")
             a = a.flatten(2)[keep.to(a.device)] if self.stream.language else a.flatten(1)
             acts[h] = a.float().cpu()
         return acts, keep, x
@@ -372,6 +376,7 @@ def run_shard(enc: Encoder, shard: list, first_window: int, batch_size: int, tok
             on_rows(len(parts[-1]["l0"]))
     top = {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
     top["values"] = top["values"].astype(np.dtype(dtype))
+    top["indices"][top["values"] <= 0] = -1  # float16 rounds the smallest values to 0: empty slots
     return top, pl.concat(tables), torch.cat(neurons).numpy() if neurons else None
 
 
@@ -433,12 +438,17 @@ def extract(cfg: ExtractConfig) -> dict:
     if not language and (cfg.corpus or cfg.dataset):
         raise BadInput(f"world {world.name!r} is not a language model and takes no corpus")
     n_ctx = _context(cfg, model, handle, world, language)
-    stream = Stream(language, n_ctx, language and (cfg.bos or world is not None) and not cfg.keep_bos, cfg.tokens)
+    own_stream = world is not None and not (cfg.corpus or cfg.dataset)  # world documents start with BOS
+    stream = Stream(language, n_ctx, language and (own_stream or cfg.bos) and not cfg.keep_bos, cfg.tokens)
     enc = Encoder(model, sae, hook, cfg.neurons, stream, cfg.device)
 
     k, k_source = (cfg.k, "user") if cfg.k else (handle.k, "sae") if handle.k else (None, "mass")
-    wanted = 1 if k else max(1, CALIBRATION_ROWS // stream.full_rows())  # windows to calibrate k on
-    head = list(itertools.islice(windows(cfg, stream, model, world), wanted))
+    head, rows = [], 0
+    for window in windows(cfg, stream, model, world):  # one window to probe, or enough rows to calibrate k
+        head.append(window)
+        rows += stream.rows(window.real)
+        if k or rows >= CALIBRATION_ROWS:
+            break
     if not head:
         raise BadInput("the corpus is empty: no document has a token", hint="check the files and --column")
     acts, _, _ = enc.activations(head[:1])
@@ -447,7 +457,7 @@ def extract(cfg: ExtractConfig) -> dict:
                        hint="choose the SAE's own hook, or an SAE for this model and hook")
     enc.k = min(k or choose_k(enc, head, cfg.mass), d_sae)
     if k_source == "mass":
-        info(f"k = {enc.k}: keeps {cfg.mass:.0%} of the activation mass on the first {len(head)} windows")
+        info(f"k = {enc.k}: keeps {cfg.mass:.0%} of the activation mass on the first {rows} tokens")
 
     per_shard = max(1, cfg.shard_tokens // stream.full_rows())
     labels = _labels(world) if not (cfg.corpus or cfg.dataset) else None
@@ -505,6 +515,11 @@ def _resume(path: Path, identity: dict, d_sae: int, resume: bool) -> tuple[Stats
 
     run = path / "run.json"
     stats, done = Stats(d_sae), set()
+    if resume and not run.is_file() and any(path.iterdir()):
+        # Killed while finishing (run.json goes first): nothing here can be vouched for.
+        info("the partial run cannot be resumed; starting afresh")
+        for p in sorted(path.rglob("*"), reverse=True):
+            p.unlink() if p.is_file() else p.rmdir()
     if resume and run.is_file():
         before = json.loads(run.read_text())
         if before != json.loads(canonical_json(identity)):

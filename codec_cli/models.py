@@ -220,7 +220,7 @@ def open_sae(name: str | None, sae_id: str | None = None, world=None, device: st
     if name is None or (world is not None and name in world.saes and sae_id is None):
         if world is None:
             raise BadInput("no --sae given", hint="name a sae-lens release (with --sae-id) or an SAE directory")
-        return SAEHandle(world.sae(name).to(device).eval(), f"world:{world.name}/{name or world.default_sae}",
+        return SAEHandle(_flat(world.sae(name).to(device)), f"world:{world.name}/{name or world.default_sae}",
                          world.artifact)
     path = Path(name)
     if path.is_dir():
@@ -234,11 +234,19 @@ def open_sae(name: str | None, sae_id: str | None = None, world=None, device: st
             raise BadInput(f"{path}: not an SAE directory (no sae_weights.safetensors or sae.safetensors)",
                            hint="give a sae-lens or sparsify SAE directory")
         artifact = open_artifact(path, "sae") if (path / "manifest.json").is_file() else None
-        return SAEHandle(sae.eval(), str(path), artifact)
+        return SAEHandle(_flat(sae), str(path), artifact)
     if sae_id is None:
         raise BadInput(f"{name}: no such SAE directory, and no --sae-id for a sae-lens release",
                        hint="e.g. --sae gpt2-small-res-jb --sae-id blocks.8.hook_resid_pre")
-    return SAEHandle(_sae_from_hub(name, sae_id, device).eval(), f"{name}/{sae_id}")
+    return SAEHandle(_flat(_sae_from_hub(name, sae_id, device)), f"{name}/{sae_id}")
+
+
+def _flat(sae):
+    """Eval mode, reading hook_z activations already flattened to [.., n_heads × d_head]
+    (extract flattens every hook's trailing dimensions; sae-lens would do it again)."""
+    if getattr(sae, "hook_z_reshaping_mode", False):
+        sae.turn_off_forward_pass_hook_z_reshaping()
+    return sae.eval()
 
 
 def _sae_from_hub(release: str, sae_id: str, device: str):
@@ -272,7 +280,9 @@ def sparsify_loader(path: str | Path, device: str = "cpu", cfg_overrides: dict |
     cfg = {"architecture": "topk", "d_in": d_in, "d_sae": d_sae, "k": int(raw["k"]), "dtype": "float32",
            "device": device, "apply_b_dec_to_input": True, "normalize_activations": "none",
            "rescale_acts_by_decoder_norm": False, "model_name": run.get("model"),
-           "hook_name": sparsify_hook(path.name), "context_size": run.get("ctx_len"), "prepend_bos": True}
+           "hook_name": sparsify_hook(path.name), "context_size": run.get("ctx_len"), "prepend_bos": True,
+           # sparsify trains on the raw Hugging Face hidden states, not transformer-lens's centred ones
+           "model_from_pretrained_kwargs": {"center_writing_weights": False}}
     cfg.update(cfg_overrides or {})
     cfg["dtype"] = "float32"
     state = {"W_enc": sd["encoder.weight"].T.contiguous().float(), "b_enc": sd["encoder.bias"].float(),

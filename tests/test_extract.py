@@ -123,8 +123,10 @@ def test_local_hf_model_with_sae_lens_and_sparsify_saes(cli, tmp_path, gpt2, cor
     lens = tiny_models.sae(tmp_path / "sae", 32, 64, hook, "tiny-gpt2", k=4)
     sparsify = tiny_models.as_sparsify(lens, tmp_path / "sparsify", "layers.0", "tiny-gpt2")
     args = ["--corpus", corpus / "docs.jsonl", "--column", "body", "--context", 12, "--tokens", 10_000]
-    assert cli("extract", gpt2, "--sae", lens, *args, "--out", tmp_path / "a").exit_code == 0
-    # sparsify's layers.0 is the output of block 0, the same residual stream as blocks.1.hook_resid_pre.
+    # sparsify's layers.0 is the output of block 0, the same residual stream as blocks.1.hook_resid_pre,
+    # uncentred as sparsify reads it (the converted SAE asks for that).
+    raw = ["--model-kwarg", "center_writing_weights=false"]
+    assert cli("extract", gpt2, "--sae", lens, *args, *raw, "--out", tmp_path / "a").exit_code == 0
     r = cli("extract", gpt2, "--sae", sparsify, *args, "--out", tmp_path / "b", "--json")
     assert r.exit_code == 0, r.output
     a, b = read(tmp_path / "a"), read(tmp_path / "b")
@@ -140,7 +142,7 @@ def test_local_hf_model_with_sae_lens_and_sparsify_saes(cli, tmp_path, gpt2, cor
     assert tokens["pos"].min() == 1 and tokens["pos"].max() == 11  # BOS dropped, padding never stored
 
     # Round trip against the model read straight from the directory.
-    model, _ = models.open_model(str(gpt2))
+    model, _ = models.open_model(str(gpt2), {"center_writing_weights": False})
     sae = models.open_sae(str(lens)).sae
     windows, keep = rebuild(tokens, tok.bos_token_id, 12)
     indices, values, _ = expected(model, sae, hook, windows, keep, 4)
@@ -335,3 +337,66 @@ def test_an_unknown_hub_model_is_one_line(cli, tmp_path, monkeypatch):
     sae = Path(models.__file__).parent / "data/worlds/themes/saes/resid"
     r = cli("extract", "no-such-model-anywhere", "--sae", sae, "--corpus", tmp_path / "x.txt", "--out", tmp_path / "f")
     assert r.exit_code == 2 and "cannot load model 'no-such-model-anywhere'" in r.stderr
+
+
+def test_sparsify_saes_read_the_raw_hugging_face_residual(cli, tmp_path, gpt2, corpus):
+    """sparsify trains on Hugging Face hidden states, which transformer-lens centres by
+    default: the converted SAE asks for center_writing_weights=False, and its features
+    are sparsify's own encode of the HF model's hidden states."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    lens = tiny_models.sae(tmp_path / "sae", 32, 64, "blocks.1.hook_resid_pre", "tiny-gpt2", k=4)
+    sparsify = tiny_models.as_sparsify(lens, tmp_path / "sparsify", "h.0", "tiny-gpt2")
+    r = cli("extract", gpt2, "--sae", sparsify, "--corpus", corpus / "docs.jsonl", "--column", "body",
+            "--context", 12, "--out", tmp_path / "f")
+    assert r.exit_code == 0, r.output
+    assert "center_writing_weights=False" in r.stderr
+    top, tokens, _ = read(tmp_path / "f")
+    windows, keep = rebuild(tokens, tiny_models.tokenizer().bos_token_id, 12)
+    with torch.no_grad():
+        hidden = AutoModelForCausalLM.from_pretrained(gpt2).eval()(windows, output_hidden_states=True).hidden_states[1]
+    w = load_file(sparsify / "sae.safetensors")
+    pre = (hidden[keep] - w["b_dec"]) @ w["encoder.weight"].T + w["encoder.bias"]  # SparseCoder.encode
+    values, indices = pre.topk(4, dim=-1)
+    assert np.array_equal(top["indices"], indices.masked_fill(values <= 0, -1).numpy())
+    assert np.allclose(top["values"], values.relu().numpy(), atol=1e-4)
+
+
+def test_hook_z_saes_read_the_flattened_heads(cli, tmp_path, gpt2, corpus):
+    z = tiny_models.sae(tmp_path / "z", 32, 64, "blocks.0.attn.hook_z", "tiny-gpt2", k=4, reshape="hook_z")
+    r = cli("extract", gpt2, "--sae", z, "--corpus", corpus / "docs.jsonl", "--column", "body", "--context", 12,
+            "--out", tmp_path / "f")
+    assert r.exit_code == 0, r.output
+    top, tokens, _ = read(tmp_path / "f")
+    model, _ = models.open_model(str(gpt2))
+    windows, keep = rebuild(tokens, tiny_models.tokenizer().bos_token_id, 12)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(windows, names_filter=["blocks.0.attn.hook_z"])
+    from sae_lens import SAE
+
+    f = SAE.load_from_disk(z).encode(cache["blocks.0.attn.hook_z"][keep])  # sae-lens reshapes [.., heads, d_head]
+    assert np.array_equal(top["indices"], f.topk(4, dim=-1).indices.masked_fill(f.topk(4, dim=-1).values <= 0, -1))
+
+
+def test_a_world_model_over_files_without_bos_keeps_every_token(cli, tmp_path):
+    (tmp_path / "d.txt").write_text("monday tuesday wednesday")
+    r = cli("extract", "themes", "--corpus", tmp_path / "d.txt", "--no-bos", "--context", 8, "--out", tmp_path / "f")
+    assert r.exit_code == 0, r.output
+    _, tokens, _ = read(tmp_path / "f")
+    assert tokens["token"].to_list() == ["monday", "tuesday", "wednesday"] and tokens["pos"].to_list() == [0, 1, 2]
+
+
+def test_a_hook_that_is_not_one_vector_per_token_is_refused(cli, tmp_path):
+    r = cli("extract", "themes", "--neurons", "blocks.0.attn.hook_pattern", "--out", tmp_path / "f")
+    assert r.exit_code == 2 and "not one vector per token" in r.stderr
+
+
+def test_a_partial_run_killed_while_finishing_starts_afresh(cli, tmp_path):
+    args = ["extract", "themes", "--tokens", 500, "--shard-tokens", 200]
+    assert cli(*args, "--out", tmp_path / "fresh").exit_code == 0
+    partial = tmp_path / ".f.partial"  # run.json already gone, a stale shard and manifest left
+    shutil.copytree(tmp_path / "fresh", partial)
+    shutil.copy(partial / "shards/00000.safetensors", partial / "shards/00009.safetensors")
+    assert cli(*args, "--out", tmp_path / "f", "--resume").exit_code == 0
+    assert open_artifact(tmp_path / "f").manifest["files"] == open_artifact(tmp_path / "fresh").manifest["files"]

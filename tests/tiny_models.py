@@ -55,7 +55,7 @@ def hf_model(out: Path, kind: str = "gpt2") -> Path:
 
 
 def sae(out: Path, d_in: int, d_sae: int, hook: str, model_name: str, architecture: str = "topk", k: int = 4,
-        seed: int = 0, **metadata) -> Path:
+        seed: int = 0, reshape: str = "none", **metadata) -> Path:
     """A random sae-lens SAE saved in sae-lens's format."""
     from sae_lens.saes.sae import SAEMetadata
     from sae_lens.saes.standard_sae import StandardSAE, StandardSAEConfig
@@ -64,9 +64,9 @@ def sae(out: Path, d_in: int, d_sae: int, hook: str, model_name: str, architectu
     torch.manual_seed(seed)
     meta = SAEMetadata(hook_name=hook, model_name=model_name, context_size=16, prepend_bos=True, **metadata)
     if architecture == "topk":
-        s = TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k, metadata=meta))
+        s = TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k, metadata=meta, reshape_activations=reshape))
     else:
-        s = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae, metadata=meta))
+        s = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae, metadata=meta, reshape_activations=reshape))
     with torch.no_grad():
         for p in s.parameters():
             p.copy_(torch.randn_like(p) * 0.3)
