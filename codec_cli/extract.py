@@ -31,7 +31,7 @@ from codec_cli import config
 from codec_cli.cli import Reply, command
 from codec_cli.console import info, progress, settings
 from codec_cli.errors import BadInput
-from codec_cli.features import NEURONS, SHARD, SHARD_DIRS, TOKENS, Stats, load_shard, shard_number
+from codec_cli.features import NEURONS, SHARD, SHARD_DIRS, TOKENS, Stats, shard_number
 
 if TYPE_CHECKING:
     import torch
@@ -119,6 +119,11 @@ class ExtractConfig:
         if self.of is not None and not 0 <= self.shard < self.of:
             raise BadInput(f"--shard must be in [0, {self.of}), got {self.shard}")
 
+    @property
+    def reads_files(self) -> bool:
+        """Whether the corpus is files or a dataset rather than a world's own stream."""
+        return bool(self.corpus or self.dataset)
+
 
 def rank(cfg: ExtractConfig) -> tuple[int, int]:
     """(this process's rank, how many ranks): --shard/--of, else torchrun's environment."""
@@ -188,9 +193,8 @@ def windows(cfg: ExtractConfig, stream: Stream, model, world) -> Iterator:
     exactly the token budget (or fewer, where the corpus ends)."""
     from codec_cli.dataset import Window, context_windows, hub_documents, read_documents
 
-    if world is not None and not (cfg.corpus or cfg.dataset):
-        module = world.spec.load()
-        wcfg = module.Config(**world.artifact.manifest["params"])
+    if world is not None and not cfg.reads_files:
+        module, wcfg = world.config()
 
         def source():
             for step in itertools.count():
@@ -390,7 +394,7 @@ def open_all(cfg: ExtractConfig):
     from codec_cli import world as worlds
 
     src, w = cfg.source, None
-    if src is not None and (src in worlds.WORLDS or (Path(src) / "manifest.json").is_file()):
+    if src is not None and worlds.is_world(src):
         w = worlds.open_world(src)
     handle = models.open_sae(cfg.sae, cfg.sae_id, w, cfg.device)
     if src is None:
@@ -435,10 +439,10 @@ def extract(cfg: ExtractConfig) -> dict:
     if cfg.k is not None and cfg.k > d_sae:
         raise BadInput(f"--k {cfg.k} is larger than the SAE's width {d_sae}")
     language = world is None or world.spec.load().LANGUAGE
-    if not language and (cfg.corpus or cfg.dataset):
+    if not language and cfg.reads_files:
         raise BadInput(f"world {world.name!r} is not a language model and takes no corpus")
     n_ctx = _context(cfg, model, handle, world, language)
-    own_stream = world is not None and not (cfg.corpus or cfg.dataset)  # world documents start with BOS
+    own_stream = world is not None and not cfg.reads_files  # world documents start with BOS
     stream = Stream(language, n_ctx, language and (own_stream or cfg.bos) and not cfg.keep_bos, cfg.tokens)
     enc = Encoder(model, sae, hook, cfg.neurons, stream, cfg.device)
 
@@ -460,7 +464,7 @@ def extract(cfg: ExtractConfig) -> dict:
         info(f"k = {enc.k}: keeps {cfg.mass:.0%} of the activation mass on the first {rows} tokens")
 
     per_shard = max(1, cfg.shard_tokens // stream.full_rows())
-    labels = _labels(world) if not (cfg.corpus or cfg.dataset) else None
+    labels = _labels(world) if not cfg.reads_files else None
     attrs = {"d_sae": d_sae, "d_in": d_in, "k": enc.k, "k_source": k_source, "hook": hook,
              "neurons": cfg.neurons, "language": language, "context": n_ctx if language else None,
              "model": f"codec-{world.name}" if world else str(cfg.source or handle.meta.model_name),
@@ -511,6 +515,8 @@ def extract(cfg: ExtractConfig) -> dict:
 def _resume(path: Path, identity: dict, d_sae: int, resume: bool) -> tuple[Stats, set[int]]:
     """The shards a previous run finished (and their statistics); refuses a run made
     with other settings, and clears what an unfinished shard left behind."""
+    from safetensors.numpy import load_file
+
     from codec_cli.artifacts import canonical_json
 
     run = path / "run.json"
@@ -535,7 +541,7 @@ def _resume(path: Path, identity: dict, d_sae: int, resume: bool) -> tuple[Stats
                 p.unlink()
         for j in sorted(done):
             shard = path / SHARD.format(j)
-            stats.add(load_shard(shard), shard.stat().st_size)
+            stats.add(load_file(shard), shard.stat().st_size)
         if done:
             info(f"resuming after {len(done)} finished shard(s), {stats.rows} rows")
     run.write_bytes(canonical_json(identity))
@@ -545,8 +551,8 @@ def _resume(path: Path, identity: dict, d_sae: int, resume: bool) -> tuple[Stats
 def _context(cfg: ExtractConfig, model, handle, world, language: bool) -> int:
     if not language:
         return 1
-    if world is not None and not (cfg.corpus or cfg.dataset):
-        return int(world.spec.load().Config(**world.artifact.manifest["params"]).n_ctx)
+    if world is not None and not cfg.reads_files:
+        return int(world.config()[1].n_ctx)
     n_ctx = cfg.context or getattr(handle.meta, "context_size", None) or 128
     most = int(model.cfg.n_ctx)
     if n_ctx > most:
@@ -560,8 +566,7 @@ def _labels(world):
     """The world's ground-truth labels for rows, or None."""
     if world is None:
         return None
-    module = world.spec.load()
-    cfg = module.Config(**world.artifact.manifest["params"])
+    module, cfg = world.config()
     return lambda rows: module.labels(cfg, rows)
 
 

@@ -91,13 +91,6 @@ class Stats:
                 "features_seen": int((self.count > 0).sum())}
 
 
-def load_shard(path: Path) -> dict[str, np.ndarray]:
-    """A shard file of our own making (not yet behind a manifest), as numpy arrays."""
-    from safetensors.numpy import load_file
-
-    return load_file(path)
-
-
 SUMMARY = tuple(Stats(1).summary())
 """The attrs that summarise the rows; recomputed whenever shards are joined."""
 RANK_PARAMS = ("shard", "of", "out", "resume")

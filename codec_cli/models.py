@@ -69,7 +69,7 @@ def open_model(source: str, kwargs: dict | None = None):
     from codec_cli import world as worlds
 
     path = Path(source)
-    if source in worlds.WORLDS or (path / "manifest.json").is_file():
+    if worlds.is_world(source):
         w = worlds.open_world(source)
         return w.model(), w
     if path.is_dir() and (path / "model.safetensors").is_file() and (path / "tokenizer").is_dir():
@@ -95,18 +95,15 @@ def load_source(source: str, corpus: list[Path] = (), column: str = "text", cont
     from codec_cli.dataset import read_documents, token_windows
 
     path = Path(source)
-    is_world = source in worlds.WORLDS or (path / "manifest.json").is_file()
-    if is_world:
-        w = worlds.open_world(source)
-        module = w.spec.load()
+    if worlds.is_world(source):
+        module, cfg = worlds.open_world(source).config()
         if corpus and not module.LANGUAGE:
-            raise BadInput(f"world {w.name!r} is not a language model and takes no --corpus")
+            raise BadInput(f"world {source!r} is not a language model and takes no --corpus")
     elif not corpus:
         raise BadInput(f"model {source!r} needs a --corpus to read activations from",
                        hint="give text, .jsonl or .parquet files")
     model, w = open_model(source)
     if w is not None and not corpus:
-        cfg = module.Config(**w.artifact.manifest["params"])
         return Source(f"codec-{w.name}", model, lambda step, n: module.inputs(cfg, step, n), module.LANGUAGE,
                       w.saes[w.default_sae])
     windows = token_windows(model.tokenizer, read_documents(list(corpus), column), min(context, model.cfg.n_ctx))

@@ -58,6 +58,11 @@ def spec(name: str) -> WorldSpec:
     return WORLDS[name]
 
 
+def is_world(name_or_path: str | Path) -> bool:
+    """A built-in world's name, or a directory holding an artifact (a built world)."""
+    return (isinstance(name_or_path, str) and name_or_path in WORLDS) or (Path(name_or_path) / "manifest.json").is_file()
+
+
 def locate(name_or_path: str | Path) -> Path:
     """A world's directory: a built-in name means the shipped copy (write ./toy for a
     directory of that name), anything else is the path to a built world."""
@@ -83,6 +88,11 @@ class World:
     def saes(self) -> dict[str, str]:
         """SAE name -> the hook it reads."""
         return dict(self.artifact.attrs["saes"])
+
+    def config(self):
+        """The world's module and the `Config` it was built with."""
+        module = self.spec.load()
+        return module, module.Config(**self.artifact.manifest["params"])
 
     def model(self):
         """The world's model as a transformer-lens HookedRootModule."""
