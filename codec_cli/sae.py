@@ -89,59 +89,6 @@ def make_sae(cfg: SAETrainConfig, d_in: int, metadata: dict | None = None):
                                                          l1_coefficient=cfg.l1_coefficient, metadata=meta))
 
 
-@dataclass
-class TrainState:
-    """What a checkpoint holds besides the weights: the step and the dead-feature clock."""
-
-    step: int
-    steps_since_fired: torch.Tensor
-    history: list[dict]
-
-
-def _save_checkpoint(path: Path, sae, opt: torch.optim.Optimizer, state: TrainState, run: dict) -> None:
-    import torch
-    from safetensors.torch import save_file
-
-    tensors = {f"sae.{k}": v.detach().clone() for k, v in sae.state_dict().items()}
-    names = {id(p): n for n, p in sae.named_parameters()}
-    for group in opt.param_groups:
-        for p in group["params"]:
-            for key, value in opt.state.get(p, {}).items():
-                tensors[f"adam.{names[id(p)]}.{key}"] = torch.as_tensor(value).clone()
-    tensors["steps_since_fired"] = state.steps_since_fired
-    path.mkdir(parents=True, exist_ok=True)
-    tmp = path / "state.safetensors.tmp"
-    # Step, history and run identity ride in the file's own metadata, so one rename commits all.
-    save_file(tensors, tmp, metadata={"step": str(state.step), "history": json.dumps(state.history),
-                                      "run": json.dumps(run, sort_keys=True)})
-    tmp.replace(path / "state.safetensors")
-
-
-def _load_checkpoint(path: Path, sae, opt: torch.optim.Optimizer, run: dict) -> TrainState | None:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    if not (path / "state.safetensors").is_file():
-        return None
-    with safe_open(path / "state.safetensors", framework="pt") as f:
-        meta = f.metadata()
-    tensors = load_file(path / "state.safetensors")
-    before = json.loads(meta["run"])
-    if before != run:
-        changed = ", ".join(sorted(k for k in before.keys() | run.keys() if before.get(k) != run.get(k)))
-        raise BadInput(f"cannot resume: the checkpoint was made with different settings ({changed})",
-                       hint="resume with the original options (a larger --steps is fine), or drop --resume")
-    meta = {"step": int(meta["step"]), "history": json.loads(meta["history"])}
-    sae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")})
-    params = dict(sae.named_parameters())
-    for name, p in params.items():
-        state = {key.rsplit(".", 1)[1]: v for key, v in tensors.items()
-                 if key.startswith(f"adam.{name}.") and key.count(".") == name.count(".") + 2}
-        if state:
-            opt.state[p] = state
-    return TrainState(meta["step"], tensors["steps_since_fired"], meta["history"])
-
-
 def train(cfg: SAETrainConfig, batch: Callable[[int], torch.Tensor], d_in: int, metadata: dict | None = None,
           checkpoint: Path | None = None, on_step: Callable[[int, dict], None] | None = None):
     """Train an SAE on `batch(step)`; resumes from `checkpoint` when one is there, if it was
@@ -152,6 +99,7 @@ def train(cfg: SAETrainConfig, batch: Callable[[int], torch.Tensor], d_in: int, 
     import torch
     from sae_lens.saes.sae import TrainStepInput
 
+    from codec_cli import checkpoint as checkpoints
     from codec_cli import config
 
     run = {k: v for k, v in config.to_dict(cfg).items() if k not in ("steps", "checkpoint_every")}
@@ -159,13 +107,13 @@ def train(cfg: SAETrainConfig, batch: Callable[[int], torch.Tensor], d_in: int, 
     sae = make_sae(cfg, d_in, metadata)
     sae.train()
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr)
-    state = (checkpoint and _load_checkpoint(checkpoint, sae, opt, run)) or TrainState(
-        0, torch.zeros(sae.cfg.d_sae, dtype=torch.long), [])
+    state = (checkpoint and checkpoints.load(checkpoint, sae, opt, run)) or checkpoints.State(
+        extra={"steps_since_fired": torch.zeros(sae.cfg.d_sae, dtype=torch.long)})
     coefficients = {k: (v.value if hasattr(v, "value") else v) for k, v in sae.get_coefficients().items()}
     for step in range(state.step, cfg.steps):
         x = batch(step)
         out = sae.training_forward_pass(TrainStepInput(
-            sae_in=x, coefficients=coefficients, dead_neuron_mask=state.steps_since_fired >= cfg.dead_window,
+            sae_in=x, coefficients=coefficients, dead_neuron_mask=state.extra["steps_since_fired"] >= cfg.dead_window,
             n_training_steps=step, is_logging_step=False))
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -173,7 +121,7 @@ def train(cfg: SAETrainConfig, batch: Callable[[int], torch.Tensor], d_in: int, 
         opt.step()
         with torch.no_grad():
             fired = (out.feature_acts > 0).any(0)
-            state.steps_since_fired = torch.where(fired, 0, state.steps_since_fired + 1)
+            state.extra["steps_since_fired"] = torch.where(fired, 0, state.extra["steps_since_fired"] + 1)
         state.step = step + 1
         if step % 50 == 0 or state.step == cfg.steps:
             row = {"step": state.step, "loss": out.loss.item()} | {k: v.item() for k, v in out.losses.items()}
@@ -184,7 +132,7 @@ def train(cfg: SAETrainConfig, batch: Callable[[int], torch.Tensor], d_in: int, 
             if on_step:
                 on_step(state.step, row)
         if checkpoint and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
-            _save_checkpoint(checkpoint, sae, opt, state, run)
+            checkpoints.save(checkpoint, sae, opt, state, run)
     sae.eval()
     return sae, state.history
 
