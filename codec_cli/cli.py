@@ -144,6 +144,7 @@ def main() -> None:
 # The commands register themselves on import; these imports must stay light.
 from codec_cli import plugins  # noqa: E402,F401
 from codec_cli import extract  # noqa: E402,F401
+from codec_cli import squeeze  # noqa: E402,F401
 from codec_cli import analyze  # noqa: E402,F401
 from codec_cli import world  # noqa: E402,F401
 from codec_cli import sae  # noqa: E402,F401

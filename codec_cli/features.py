@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:
     import numpy as np
@@ -89,6 +89,148 @@ class Stats:
                 "bytes_per_row": self.bytes / self.rows if self.rows else 0.0,
                 "dense_bytes_per_row": 4 * self.d_sae,
                 "features_seen": int((self.count > 0).sum())}
+
+
+def shard_rows(art, name: str) -> int:
+    """Rows of a shard, from its safetensors header alone (no tensor is read)."""
+    import json
+    import struct
+
+    from codec_cli.errors import ArtifactError
+
+    try:
+        with open(art.path / name, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            shape = json.loads(f.read(size))["indices"]["shape"]
+        return int(shape[0])
+    except (OSError, ValueError, KeyError, IndexError, TypeError, struct.error):
+        raise ArtifactError(art.path / name, "not a readable shard (no `indices` tensor in its header)") from None
+
+
+def top_rows(indices: np.ndarray, values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k largest stored activations, largest first (ties keep their stored order);
+    empty slots (index -1) sort last."""
+    import numpy as np
+
+    if k >= indices.shape[1] and (indices.shape[1] < 2 or bool((np.diff(values, axis=1) <= 0).all())):
+        return indices, values
+    order = np.argsort(-values, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(indices, order, 1), np.take_along_axis(values, order, 1)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Rows [start, stop) of one shard."""
+
+    shard: str
+    start: int
+    stop: int
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+
+class Batches:
+    """Shuffled batches of top-k rows streamed from a features artifact, in bounded memory.
+
+    The last `held_out` rows (in shard order) are set apart for evaluation; the rest are
+    read epoch by epoch. Each epoch shuffles the order of the shards, groups consecutive
+    shards into windows of at least `buffer_rows` rows, shuffles the rows inside each
+    window and cuts it into whole batches (a window's remainder, under one batch, waits
+    for a later epoch, where it falls elsewhere). Which rows make batch `s` depends only
+    on the seed, the shard sizes and `s`, so a resumed run reads exactly the batches an
+    uninterrupted one would, and skipping to a step reads no data.
+    """
+
+    def __init__(self, art, k: int, batch_size: int, buffer_rows: int, held_out: int, seed: int):
+        from codec_cli.errors import BadInput
+
+        self.art, self.k, self.batch_size, self.buffer_rows, self.seed = art, k, batch_size, buffer_rows, seed
+        shards = [(name, shard_rows(art, name)) for name in art.files("shards/")]
+        total = sum(n for _, n in shards)
+        if total < held_out + batch_size:
+            raise BadInput(f"{art.path} holds {total} rows: too few for {held_out} held-out rows and a batch of "
+                           f"{batch_size}", hint="extract more tokens, or lower --eval-rows / --batch-size")
+        self.train: list[Piece] = []
+        self.held: list[Piece] = []
+        cut = total - held_out
+        start = 0
+        for name, n in shards:
+            if start < cut:
+                self.train.append(Piece(name, 0, min(n, cut - start)))
+            if start + n > cut:
+                self.held.append(Piece(name, max(0, cut - start), n))
+            start += n
+        self.rows = cut
+        self._cache: dict[str, tuple] = {}
+        # A training set that fits in one window is read once and kept.
+        self._keep = cut <= buffer_rows
+
+    def _rng(self, *key: int):
+        import numpy as np
+
+        return np.random.default_rng([self.seed, *key])
+
+    def windows(self, epoch: int) -> list[tuple[list[Piece], int]]:
+        """The epoch's windows, each with its number of whole batches."""
+        order = self._rng(epoch).permutation(len(self.train))
+        windows: list[list[Piece]] = [[]]
+        filled = 0
+        for i in order:
+            if filled >= self.buffer_rows:
+                windows.append([])
+                filled = 0
+            windows[-1].append(self.train[i])
+            filled += self.train[i].rows
+        if len(windows) > 1 and filled < self.batch_size:  # too small for a batch of its own
+            windows[-2] += windows.pop()
+        return [(w, sum(p.rows for p in w) // self.batch_size) for w in windows]
+
+    def steps(self, epochs: int) -> int:
+        """Batches in the first `epochs` epochs."""
+        return sum(n for e in range(epochs) for _, n in self.windows(e))
+
+    def read(self, pieces: list[Piece]) -> tuple[np.ndarray, np.ndarray]:
+        """The pieces' rows, truncated to the top k: (indices int64 [n, k], values float32 [n, k])."""
+        import numpy as np
+
+        parts = []
+        for p in pieces:
+            cached = self._cache.get(p.shard)
+            if cached is None:
+                t = self.art.tensors(p.shard, {"indices": (("int32",), 2), "values": (("float32", "float16"), 2)})
+                idx, val = top_rows(t["indices"], t["values"].astype(np.float32), self.k)
+                if self.k > idx.shape[1]:  # fewer stored than asked: the rest are empty slots
+                    pad = ((0, 0), (0, self.k - idx.shape[1]))
+                    idx, val = np.pad(idx, pad, constant_values=-1), np.pad(val, pad)
+                cached = (idx, val)
+                if self._keep:
+                    self._cache[p.shard] = cached
+            parts.append((cached[0][p.start:p.stop], cached[1][p.start:p.stop]))
+        return (np.concatenate([i for i, _ in parts]).astype(np.int64),
+                np.concatenate([v for _, v in parts]))
+
+    def held_out(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.read(self.held)
+
+    def stream(self, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Batches from step `start` on, epoch after epoch, without end."""
+        import itertools
+
+        step = 0
+        for epoch in itertools.count():
+            for w, (pieces, n) in enumerate(self.windows(epoch)):
+                if step + n <= start:
+                    step += n
+                    continue
+                idx, val = self.read(pieces)
+                perm = self._rng(epoch, w + 1).permutation(len(idx))
+                for b in range(n):
+                    if step >= start:
+                        rows = perm[b * self.batch_size:(b + 1) * self.batch_size]
+                        yield idx[rows], val[rows]
+                    step += 1
 
 
 SUMMARY = tuple(Stats(1).summary())

@@ -335,6 +335,16 @@ def labels(cfg: Config, x: torch.Tensor) -> dict[str, list]:
     return {"active": [row.nonzero().flatten().tolist() for row in x]}
 
 
+def round_trip(model: ToyNet, hook: str):
+    """The model's own codec for activations at `hook`, or None where there is none to pass.
+
+    At hook_in the activations are the true features themselves: the way the model packs
+    them is its whole forward pass, x -> h = W x -> x' = ReLU(Wᵀ h + b) (`codec squeeze`
+    compares the Squeezer with it). At hook_hidden the SAE's own decode and encode is it.
+    """
+    return model if hook == "hook_in" else None
+
+
 def load_model(path: Path) -> ToyNet:
     from safetensors.torch import load_file
 
