@@ -368,13 +368,16 @@ def squeeze(cfg: SqueezeConfig) -> dict:
         raise BadInput(f"--k {cfg.k} is larger than the number of features ({F})")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise BadInput(f"--device {cfg.device}: no CUDA device is available here", hint="use --device cpu")
+    if cfg.dtype != "float32" and not cfg.device.startswith("cuda"):
+        # Slower than float32 on a CPU, and fatal on some (SIGILL where AMX is advertised but not enabled).
+        raise BadInput(f"--dtype {cfg.dtype} is for GPUs", hint="use --dtype float32 on the CPU")
     stored_k = art.attrs.get("k")
     if isinstance(stored_k, int) and cfg.k > stored_k:
         info(f"note: the features keep {stored_k} per token; --k {cfg.k} leaves the rest of the slots empty")
-    batches = Batches(art, cfg.k, cfg.batch_size, cfg.buffer_rows, cfg.eval_rows, cfg.seed)
-    steps = cfg.steps or batches.steps(cfg.epochs)
     stats = feature_stats(art)
     weight_np = importance(cfg.importance, stats)
+    batches = Batches(art, cfg.k, cfg.batch_size, cfg.buffer_rows, cfg.eval_rows, cfg.seed)
+    steps = cfg.steps or batches.steps(cfg.epochs)
     codec = model_codec(art, cfg) if cfg.faithfulness else None
 
     device = torch.device(cfg.device)
@@ -443,9 +446,7 @@ def squeeze(cfg: SqueezeConfig) -> dict:
             raise Diverged(steps, state.step or None, w.path)
         seconds = time.perf_counter() - started
         metrics, tables, weights = report(model, batches, scale, weight, codec, stats, cfg)
-        metrics |= {"steps": steps, "train_rows": batches.rows, "epochs": round(steps * cfg.batch_size / batches.rows, 3),
-                    "steps_per_s": (steps - first) / max(seconds, 1e-9),
-                    "tokens_per_s": (steps - first) * cfg.batch_size / max(seconds, 1e-9)}
+        metrics |= {"steps": steps, "train_rows": batches.rows, "epochs": round(steps * cfg.batch_size / batches.rows, 3)}
         kept = metrics["instance"]
         curve = {"step": [r["step"] for r in state.history], "lr": [r["lr"] for r in state.history],
                  "loss": [r["losses"][kept] for r in state.history],
@@ -457,7 +458,9 @@ def squeeze(cfg: SqueezeConfig) -> dict:
         w.write_json("metrics.json", metrics)
         w.attrs.update({k: metrics[k] for k in ("loss", "mse", "fvu", "faithfulness_ratio")})
         shutil.rmtree(ckpt, ignore_errors=True)  # last: a failure above can still resume
-    return metrics
+    # Speed is reported, not stored: the artifact's bytes depend on its inputs alone.
+    return metrics | {"steps_per_s": (steps - first) / max(seconds, 1e-9),
+                      "tokens_per_s": (steps - first) * cfg.batch_size / max(seconds, 1e-9)}
 
 
 class Diverged(CodecError):
