@@ -58,6 +58,9 @@ def load(path: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, run: d
         return None
     with safe_open(path / FILE, framework="pt") as f:
         meta = f.metadata()
+    if "param_groups" not in meta:
+        raise BadInput(f"cannot resume: {path / FILE} was written by an older codec",
+                       hint="drop --resume to start afresh")
     before = json.loads(meta["run"])
     if before != run:
         changed = ", ".join(sorted(k for k in before.keys() | run.keys() if before.get(k) != run.get(k)))

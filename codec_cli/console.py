@@ -39,18 +39,19 @@ def info(message: str) -> None:
 class RateColumn(ProgressColumn):
     """Shows the smoothed rate in the caller's unit (tokens/s, steps/s)."""
 
-    def __init__(self, unit: str):
+    def __init__(self, unit: str, per: float = 1.0):
         super().__init__()
-        self.unit = unit
+        self.unit, self.per = unit, per
 
     def render(self, task) -> Text:
         speed = task.finished_speed or task.speed
-        shown = "?" if speed is None else f"{speed:,.1f}"
+        shown = "?" if speed is None else f"{speed * self.per:,.1f}"
         return Text(f"{shown} {self.unit}/s", style="progress.data.speed")
 
 
-def progress(unit: str = "it") -> Progress:
-    """A transient progress bar with a rate, e.g. `unit="tokens"` shows tokens/s.
+def progress(unit: str = "it", also: tuple[str, float] | None = None) -> Progress:
+    """A transient progress bar with a rate, e.g. `unit="tokens"` shows tokens/s;
+    `also=("tokens", 1024)` adds a second rate, 1,024 tokens per unit.
 
     Usage: `with progress("steps") as p: task = p.add_task("train", total=n); p.advance(task)`.
     """
@@ -60,6 +61,7 @@ def progress(unit: str = "it") -> Progress:
         MofNCompleteColumn(),
         TaskProgressColumn(),
         RateColumn(unit),
+        *([RateColumn(*also)] if also else []),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=err,

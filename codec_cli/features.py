@@ -136,7 +136,7 @@ class Batches:
 
     The last `held_out` rows (in shard order) are set apart for evaluation; the rest are
     read epoch by epoch. Each epoch shuffles the order of the shards, groups consecutive
-    shards into windows of at least `buffer_rows` rows, shuffles the rows inside each
+    shards into windows of at least `buffer_rows` (≥ `batch_size`) rows, shuffles the rows inside each
     window and cuts it into whole batches (a window's remainder, under one batch, waits
     for a later epoch, where it falls elsewhere). Which rows make batch `s` depends only
     on the seed, the shard sizes and `s`, so a resumed run reads exactly the batches an
@@ -146,6 +146,9 @@ class Batches:
     def __init__(self, art, k: int, batch_size: int, buffer_rows: int, held_out: int, seed: int):
         from codec_cli.errors import BadInput
 
+        if buffer_rows < batch_size:  # every window must hold a batch, or an epoch could hold none
+            raise BadInput(f"--buffer-rows {buffer_rows} is smaller than a batch ({batch_size})",
+                           hint="raise --buffer-rows or lower --batch-size")
         self.art, self.k, self.batch_size, self.buffer_rows, self.seed = art, k, batch_size, buffer_rows, seed
         shards = [(name, shard_rows(art, name)) for name in art.files("shards/")]
         total = sum(n for _, n in shards)
@@ -184,7 +187,8 @@ class Batches:
             windows[-1].append(self.train[i])
             filled += self.train[i].rows
         if len(windows) > 1 and filled < self.batch_size:  # too small for a batch of its own
-            windows[-2] += windows.pop()
+            last = windows.pop()
+            windows[-1].extend(last)
         return [(w, sum(p.rows for p in w) // self.batch_size) for w in windows]
 
     def steps(self, epochs: int) -> int:

@@ -78,7 +78,7 @@ class SqueezeConfig:
     eval_rows: int = 8192
     """The last rows of the features, held out of training: everything reported is measured on them."""
     buffer_rows: int = 1 << 18
-    """Rows held in memory for shuffling across shards (8·k bytes each)."""
+    """Rows held in memory for shuffling across shards (about 12·k bytes each, plus up to one shard more)."""
     represented: float = 0.1
     """A feature counts as represented when its round trip W_enc_f · W_dec_f is at least this."""
     faithfulness: bool = True
@@ -269,7 +269,9 @@ def model_codec(art, cfg: SqueezeConfig) -> ModelCodec:
         model = world.model().to(cfg.device)
         hook = art.attrs.get("hook")
         trip = world.spec.load().round_trip(model, hook)
-    return ModelCodec(handle.sae, cfg.k, trip)
+    stored = art.attrs.get("k")
+    # The same top-k the Squeezer's input has: no more slots than the features kept.
+    return ModelCodec(handle.sae, min(cfg.k, stored) if isinstance(stored, int) else cfg.k, trip)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -390,7 +392,7 @@ def squeeze(cfg: SqueezeConfig) -> dict:
     # What a resumed run must share with the one it resumes; the schedule may change.
     run = {k: v for k, v in config.to_dict(cfg).items()
            if k not in ("steps", "epochs", "lr", "warmup", "decay", "final_lr", "checkpoint_every", "resume", "out",
-                        "device", "faithfulness", "sae", "sae_id")} | {"features": art.fingerprint}
+                        "device", "faithfulness", "sae", "sae_id", "represented")} | {"features": art.fingerprint}
     every = max(1, steps // CURVE_POINTS)
     attrs = {"n_features": F, "n_neurons": cfg.m, "k": cfg.k, "tied": cfg.tied, "neuron_act": cfg.neuron_act,
              "rescale": cfg.rescale, "importance": cfg.importance if cfg.importance in ("uniform", "frequency")
@@ -408,7 +410,7 @@ def squeeze(cfg: SqueezeConfig) -> dict:
         running = state.extra.get("running", torch.zeros(cfg.restarts, dtype=torch.float64))
         seen = int(state.extra.get("seen", torch.zeros(())).item())
         loud = not err.is_terminal  # no bar in a log: a line every tenth of the run instead
-        with progress("steps") as bar:
+        with progress("steps", also=("tokens", cfg.batch_size)) as bar:
             task = bar.add_task("squeeze", total=steps, completed=first)
             stream = batches.stream(first)
             for step in range(first, steps):
@@ -474,6 +476,7 @@ class Diverged(CodecError):
 def report(model, batches, scale, weight, codec, stats, cfg: SqueezeConfig):
     """Pick the best instance on the held-out rows and measure it: (metrics, tables, weights)."""
     import numpy as np
+    import polars as pl
     import torch
 
     from codec_cli.squeezer import Squeezer
@@ -497,7 +500,8 @@ def report(model, batches, scale, weight, codec, stats, cfg: SqueezeConfig):
         fvu = np.where(var > 0, mse / var, np.nan)
     features = {"feature": np.arange(F, dtype=np.int32), "status": status, "frequency": stats["frequency"],
                 "scale": scale.cpu().numpy(), "gain": gain.astype(np.float32), "norm": norm.astype(np.float32),
-                "held_out_count": ev["fired"].cpu().numpy().astype(np.int64), "mse": mse, "fvu": fvu}
+                "held_out_count": ev["fired"].cpu().numpy().astype(np.int64), "mse": mse,
+                "fvu": pl.Series("fvu", fvu, nan_to_null=True)}  # null: never fired in the held-out rows
     if codec is not None:
         features["codec_mse"] = ev["per_feature_codec_mse"].cpu().numpy()
     std = ev["neuron_std"].cpu().numpy()

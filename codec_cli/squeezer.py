@@ -55,7 +55,7 @@ class DecoderLoss(torch.autograd.Function):
         if weight is None:
             total = torch.linalg.vector_norm(diff.view(R, -1), dim=1, dtype=wide) ** 2
         else:
-            total = (diff.square() @ weight.to(diff.dtype)).to(wide).sum(1)
+            total = (diff.to(wide).square() @ weight.to(wide)).sum(1)
         ctx.save_for_backward(h, W_dec, diff, where, live, weight)
         return total / (B * F)
 

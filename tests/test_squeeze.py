@@ -112,6 +112,26 @@ def test_each_training_row_comes_once_per_epoch_and_held_out_rows_never(tmp_path
         np.testing.assert_array_equal(a[1], c[1])
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_many_windows_and_a_short_last_one_still_read_each_row_once(tmp_path, seed) -> None:
+    """Four windows, the last a 10-row piece that joins the one before it."""
+    art = open_artifact(write_features(tmp_path / "f", d_sae=500, k=3, shards=4, rows=100, seed=seed))
+    b = Batches(art, 3, batch_size=16, buffer_rows=100, held_out=90, seed=seed)
+    stream = b.stream()
+    for epoch in range(3):
+        windows = b.windows(epoch)
+        pieces = [p for w, _ in windows for p in w]
+        assert sorted(pieces, key=lambda p: p.shard) == sorted(b.train, key=lambda p: p.shard)
+        rows = [tuple(r) for _ in range(sum(n for _, n in windows)) for r in next(stream)[0]]
+        assert len(rows) == len(set(rows)) >= b.rows - 15 * len(windows)
+
+
+def test_a_buffer_smaller_than_a_batch_is_refused(tmp_path) -> None:
+    art = open_artifact(write_features(tmp_path / "f", shards=2, rows=100))
+    with pytest.raises(BadInput, match="smaller than a batch"):
+        Batches(art, 4, batch_size=32, buffer_rows=8, held_out=10, seed=0)
+
+
 def test_rows_are_cut_to_their_largest_k() -> None:
     idx = np.array([[5, 6, 7], [1, -1, -1]], np.int32)
     val = np.array([[0.1, 0.9, 0.5], [0.3, 0.0, 0.0]], np.float32)
@@ -188,6 +208,18 @@ def test_a_divergent_run_stops_and_keeps_its_last_good_checkpoint(tmp_path, cli)
     assert not (tmp_path / "sq").exists()
 
 
+def test_a_checkpoint_from_an_older_codec_is_refused_in_one_line(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    from codec_cli import checkpoint
+
+    (tmp_path / "ck").mkdir()
+    save_file({"sae.W": torch.zeros(2)}, tmp_path / "ck" / checkpoint.FILE, metadata={"step": "5", "run": "{}"})
+    s = Squeezer(4, 2)
+    with pytest.raises(BadInput, match="older codec"):
+        checkpoint.load(tmp_path / "ck", s, torch.optim.AdamW(s.parameters()), {})
+
+
 def test_what_the_squeezer_artifact_holds(tmp_path) -> None:
     m = squeeze(small(tmp_path, rescale="max", importance="frequency", neuron_act="relu", restarts=1))
     art = open_artifact(tmp_path / "sq", "squeezer")
@@ -233,6 +265,8 @@ def test_themes_world_reports_everything(tmp_path, cli) -> None:
     assert m["faithfulness_ratio"] > 1  # 16 neurons cannot match the model's 64 dimensions
     assert m["represented"] + m["dropped"] + m["never_fired"] == m["features"] == 256
     assert 0 < m["fvu"] < 1
+    table = pl.read_parquet(tmp_path / "sq" / "features.parquet")
+    assert table["fvu"].null_count() == int((table["held_out_count"] == 0).sum()) > 0  # none fired: no fvu
 
 
 @pytest.mark.parametrize("args, words", [
