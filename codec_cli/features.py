@@ -93,18 +93,15 @@ class Stats:
 
 def shard_rows(art, name: str) -> int:
     """Rows of a shard, from its safetensors header alone (no tensor is read)."""
-    import json
-    import struct
+    from safetensors import safe_open
 
-    from codec_cli.errors import ArtifactError
+    from codec_cli.artifacts import _parse
 
-    try:
-        with open(art.path / name, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            shape = json.loads(f.read(size))["indices"]["shape"]
-        return int(shape[0])
-    except (OSError, ValueError, KeyError, IndexError, TypeError, struct.error):
-        raise ArtifactError(art.path / name, "not a readable shard (no `indices` tensor in its header)") from None
+    def rows(path):
+        with safe_open(path, framework="numpy") as f:
+            return int(f.get_slice("indices").get_shape()[0])
+
+    return _parse(art.path / name, "shard with an `indices` tensor", rows, art.path / name)
 
 
 def top_rows(indices: np.ndarray, values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -199,11 +196,13 @@ class Batches:
         """The pieces' rows, truncated to the top k: (indices int64 [n, k], values float32 [n, k])."""
         import numpy as np
 
+        from codec_cli.artifacts import TOPK_DTYPES
+
         parts = []
         for p in pieces:
             cached = self._cache.get(p.shard)
             if cached is None:
-                t = self.art.tensors(p.shard, {"indices": (("int32",), 2), "values": (("float32", "float16"), 2)})
+                t = self.art.tensors(p.shard, {k: (v, 2) for k, v in TOPK_DTYPES.items()})
                 idx, val = top_rows(t["indices"], t["values"].astype(np.float32), self.k)
                 if self.k > idx.shape[1]:  # fewer stored than asked: the rest are empty slots
                     pad = ((0, 0), (0, self.k - idx.shape[1]))

@@ -148,8 +148,8 @@ def feature_stats(art) -> dict[str, np.ndarray]:
         t = art.table("features.parquet", ["count", "frequency", "max"])
         return {c: t[c].to_numpy() for c in ("count", "frequency", "max")}
     stats = Stats(art.attrs["d_sae"])
-    for name in art.files("shards/"):
-        stats.add(art.tensors(name))
+    for shard in art.topk():  # checked for dtype, shape and index range
+        stats.add({"indices": shard.indices, "values": shard.values})
     t = stats.table()
     return {c: t[c] for c in ("count", "frequency", "max")}
 
@@ -265,10 +265,9 @@ def model_codec(art, cfg: SqueezeConfig) -> ModelCodec:
     if handle.fingerprint() != sae_attrs["fingerprint"]:
         raise BadInput(f"the SAE {handle.origin} is not the one these features were extracted with", hint=hint)
     trip = None
-    if world is not None and hasattr(world.spec.load(), "round_trip"):
-        model = world.model().to(cfg.device)
-        hook = art.attrs.get("hook")
-        trip = world.spec.load().round_trip(model, hook)
+    round_trip = getattr(world.spec.load(), "round_trip", None) if world is not None else None
+    if round_trip is not None:
+        trip = round_trip(world.model().to(cfg.device), art.attrs.get("hook"))
     stored = art.attrs.get("k")
     # The same top-k the Squeezer's input has: no more slots than the features kept.
     return ModelCodec(handle.sae, min(cfg.k, stored) if isinstance(stored, int) else cfg.k, trip)
@@ -283,10 +282,11 @@ def dense(idx: torch.Tensor, val: torch.Tensor, F: int) -> torch.Tensor:
     return torch.zeros(len(idx), F, dtype=val.dtype, device=val.device).scatter_add_(1, idx, val)
 
 
-def evaluate(model, idx: torch.Tensor, val: torch.Tensor, scale: torch.Tensor, weight: torch.Tensor | None,
-             codec: ModelCodec | None) -> dict[str, Any]:
-    """Everything measured on the held-out rows (idx, val unscaled), per feature and per
-    neuron for instance 0 of `model`, and for the model's codec when given."""
+def evaluate(model, idx: torch.Tensor, val: torch.Tensor, scaled: torch.Tensor, scale: torch.Tensor,
+             weight: torch.Tensor | None, codec: ModelCodec | None) -> dict[str, Any]:
+    """Everything measured on the held-out rows (idx; val in the SAE's units, scaled as the
+    Squeezer reads them), per feature and per neuron for instance 0 of `model`, and for the
+    model's codec when given."""
     import torch
 
     R, F, M = model.shape
@@ -298,9 +298,9 @@ def evaluate(model, idx: torch.Tensor, val: torch.Tensor, scale: torch.Tensor, w
 
     with torch.no_grad():
         for s in range(0, len(idx), CHUNK):
-            i, v = idx[s:s + CHUNK], val[s:s + CHUNK]
-            x = dense(i, v / scale[i], F)
-            h = model.encode(i, v / scale[i])[0]
+            i, v = idx[s:s + CHUNK], scaled[s:s + CHUNK]
+            x = dense(i, v, F)
+            h = model.encode(i, v)[0]
             err = (model.decode(h.unsqueeze(0))[0] - x) ** 2
             add("err", err.sum(0).double())
             add("x", x.sum(0).double())
@@ -310,7 +310,7 @@ def evaluate(model, idx: torch.Tensor, val: torch.Tensor, scale: torch.Tensor, w
             add("h2", (h * h).sum(0).double())
             add("h_pos", (h > 0).sum(0))
             if codec is not None:
-                add("codec_err", ((codec(dense(i, v, F)) / scale - x) ** 2).sum(0).double())
+                add("codec_err", ((codec(dense(i, val[s:s + CHUNK], F)) / scale - x) ** 2).sum(0).double())
     n = len(idx)
     out = {"n": n, "loss": float((acc["err"] * w).sum() / (n * F)),
            "mse": float(acc["err"].sum() / (n * F)),
@@ -329,15 +329,15 @@ def evaluate(model, idx: torch.Tensor, val: torch.Tensor, scale: torch.Tensor, w
     return out
 
 
-def held_out_losses(model, idx, val, scale, weight) -> list[float]:
+def held_out_losses(model, idx, scaled, weight) -> list[float]:
     """Each instance's loss on the held-out rows: picks the one to keep."""
     import torch
 
     total = torch.zeros(model.shape[0], dtype=torch.float64)
     with torch.no_grad():
         for s in range(0, len(idx), CHUNK):
-            i, v = idx[s:s + CHUNK], val[s:s + CHUNK]
-            total += model.loss(i, v / scale[i], weight).double().cpu() * len(i)
+            i = idx[s:s + CHUNK]
+            total += model.loss(i, scaled[s:s + CHUNK], weight).double().cpu() * len(i)
     return (total / len(idx)).tolist()
 
 
@@ -484,11 +484,12 @@ def report(model, batches, scale, weight, codec, stats, cfg: SqueezeConfig):
     device = scale.device
     idx, val = (torch.from_numpy(a).to(device) for a in batches.held_out())
     idx = idx.clamp_min_(0)
-    losses = held_out_losses(model, idx, val, scale, weight)
+    scaled = val / scale[idx]
+    losses = held_out_losses(model, idx, scaled, weight)
     best = int(np.argmin(losses))
     weights = model.weights(best)
     one = Squeezer.from_weights(weights, tied=cfg.tied, neuron_act=cfg.neuron_act).to(device)
-    ev = evaluate(one, idx, val, scale, weight, codec)
+    ev = evaluate(one, idx, val, scaled, scale, weight, codec)
     F, M = weights["W_enc"].shape
     gain = model.gain()[best].detach().cpu().numpy()
     norm = weights["W_dec"].norm(dim=0).cpu().numpy()
