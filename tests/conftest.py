@@ -37,6 +37,14 @@ def features(tmp_path) -> Path:
     return write_features(tmp_path / "features")
 
 
+@pytest.fixture(scope="session")
+def themes_squeezed(tmp_path_factory):
+    """(features, squeezer, metrics) of the shipped themes world, built once per session."""
+    import squeezed
+
+    return squeezed.themes(tmp_path_factory.mktemp("themes"))
+
+
 @pytest.fixture
 def cli():
     """Invoke `codec ARGS...` in-process; returns the result (stdout, stderr, exit_code)."""

@@ -1,0 +1,168 @@
+"""What a Squeezer packed: its feature codes, its effective map, which features share
+a neuron, and what each feature fires on. Shared by the built-in analyses.
+
+Notation (docs/analyses.md): the Squeezer encodes h = act(x W_enc + b_enc) and decodes
+x' = ReLU(h W_dec + b_dec), with W_enc [F, M] and W_dec [M, F] (W_dec = W_encᵀ when
+tied). Feature i's *code* is row i of W_enc: the neuron pattern it writes. The
+*effective map* is W_enc W_dec [F, F]; entry (i, j) is how much feature i's input
+moves feature j's output, W_i·W_j when tied. It is never formed whole: at F = 24,576 it
+would be 2.4 GB, and every quantity codec needs from it is a row sum, a diagonal or a
+few chosen entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from codec_cli.errors import BadInput
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+@dataclass(frozen=True)
+class Packing:
+    """A Squeezer's weights and per-feature facts, as float64 numpy arrays."""
+
+    W_enc: np.ndarray
+    """[F, M] the feature codes."""
+    W_dec: np.ndarray
+    """[M, F] the read-out directions."""
+    tied: bool
+    neuron_act: str
+    status: np.ndarray
+    """[F] "represented", "dropped" or "never fired" (features.parquet)."""
+    frequency: np.ndarray
+    """[F] how often each feature fires in the features it was trained on."""
+    importance: np.ndarray
+    """[F] the loss weight of each feature (ones for uniform importance)."""
+    mse: np.ndarray
+    """[F] the Squeezer's held-out squared error per feature (scaled units)."""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.W_enc.shape
+
+    @property
+    def represented(self) -> np.ndarray:
+        return self.status == "represented"
+
+    def diagonal(self) -> np.ndarray:
+        """The map's diagonal (W_enc W_dec)_ii: each feature's round-trip gain."""
+        return (self.W_enc * self.W_dec.T).sum(1)
+
+    def entries(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """The map's entries (W_enc W_dec)_ij for the index pairs (i, j)."""
+        return (self.W_enc[i] * self.W_dec.T[j]).sum(1)
+
+    def row_energy(self) -> np.ndarray:
+        """Σ_j (W_enc W_dec)_ij² per i, through the M×M Gram matrix: O(F·M²), not O(F²·M)."""
+        return ((self.W_enc @ (self.W_dec @ self.W_dec.T)) * self.W_enc).sum(1)
+
+    def column_energy(self) -> np.ndarray:
+        """Σ_j (W_enc W_dec)_ji² per i."""
+        return ((self.W_dec.T @ (self.W_enc.T @ self.W_enc)) * self.W_dec.T).sum(1)
+
+    def sign_free(self) -> bool:
+        """Whether a neuron's sign means nothing: linear neurons can be rotated freely."""
+        return self.neuron_act == "linear"
+
+
+def open_packing(squeezer) -> Packing:
+    """Read a squeezer artifact's weights and features table."""
+    import numpy as np
+
+    w = squeezer.tensors("weights.safetensors", {"W_enc": (("float32",), 2), "W_dec": (("float32",), 2)})
+    feats = squeezer.table("features.parquet", ["feature", "status", "frequency", "mse"]).sort("feature")
+    W_enc = w["W_enc"].astype(np.float64)
+    W_dec = w["W_dec"].astype(np.float64)
+    F, M = W_enc.shape
+    if W_dec.shape != (M, F) or len(feats) != F:
+        raise BadInput(f"{squeezer.path}: weights and features.parquet disagree on the number of features",
+                       hint="re-run codec squeeze")
+    imp = w.get("importance")
+    return Packing(W_enc=W_enc, W_dec=W_dec, tied=bool(squeezer.attrs.get("tied", True)),
+                   neuron_act=str(squeezer.attrs.get("neuron_act", "linear")),
+                   status=feats["status"].to_numpy(), frequency=feats["frequency"].to_numpy().astype(np.float64),
+                   importance=np.ones(F) if imp is None else imp.astype(np.float64),
+                   mse=feats["mse"].to_numpy().astype(np.float64))
+
+
+def members(W_enc: np.ndarray, relative: float, absolute: float, among: np.ndarray | None = None):
+    """Which features each neuron carries: |W_enc[i, n]| ≥ `absolute` and ≥ `relative`
+    times the neuron's largest |weight|. Returns (feature, neuron, weight) arrays,
+    sorted by neuron then by |weight|, largest first. `among` masks the features allowed."""
+    import numpy as np
+
+    a = np.abs(W_enc)
+    if among is not None:
+        a = np.where(among[:, None], a, 0.0)
+    top = a.max(0, keepdims=True)
+    f, n = np.nonzero((a >= absolute) & (a >= relative * top) & (a > 0))
+    order = np.lexsort((-a[f, n], n))
+    f, n = f[order], n[order]
+    return f, n, W_enc[f, n]
+
+
+def roommate_pairs(feature: np.ndarray, neuron: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair of features that share a neuron: (i, j, neuron) with i < j, one row per
+    neuron they share."""
+    import numpy as np
+
+    out_i, out_j, out_n = [], [], []
+    bounds = np.flatnonzero(np.diff(neuron)) + 1
+    for group, n in zip(np.split(feature, bounds), np.split(neuron, bounds)):
+        if len(group) < 2:
+            continue
+        a, b = np.triu_indices(len(group), 1)
+        lo, hi = np.minimum(group[a], group[b]), np.maximum(group[a], group[b])
+        out_i.append(lo)
+        out_j.append(hi)
+        out_n.append(np.full(len(a), n[0]))
+    if not out_i:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_n)
+
+
+def labels(features, columns: list[str], d_sae: int):
+    """What each feature fires on, from the token tables' ground-truth columns (e.g. the
+    themes world's `cycle` and `cycle_position`): per feature the combination of the
+    columns' values that carries most of its activation mass, and that mass's share.
+
+    Returns a polars DataFrame (feature, share, *columns), or None when a column is absent.
+    """
+    import numpy as np
+    import polars as pl
+
+    shards = features.files("shards/")
+    tables = features.files("tokens/")
+    if len(tables) != len(shards):
+        return None
+    mass: dict[tuple, np.ndarray] = {}
+    total = np.zeros(d_sae)
+    for shard, name in zip(features.topk(), tables):
+        tokens = features.table(name)
+        if any(c not in tokens.columns for c in columns):
+            return None
+        keys = tokens.select(columns).with_row_index("row")
+        fired = shard.indices >= 0
+        rows = np.nonzero(fired)[0]
+        idx = shard.indices[fired].astype(np.int64)
+        val = np.abs(shard.values[fired].astype(np.float64))
+        total += np.bincount(idx, val, minlength=d_sae)
+        for group in keys.filter(pl.all_horizontal(pl.col(c).is_not_null() for c in columns)).partition_by(columns):
+            chosen = np.isin(rows, group["row"].to_numpy())
+            key = tuple(group[c][0] for c in columns)
+            add = np.bincount(idx[chosen], val[chosen], minlength=d_sae)
+            mass[key] = mass[key] + add if key in mass else add
+    if not mass:
+        return pl.DataFrame({"feature": [], "share": [], **{c: [] for c in columns}})
+    keys = sorted(mass)
+    stack = np.stack([mass[k] for k in keys])
+    best = stack.argmax(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(total > 0, stack.max(0) / total, 0.0)
+    cols = {c: [keys[b][n] for b in best] for n, c in enumerate(columns)}
+    return pl.DataFrame({"feature": np.arange(d_sae, dtype=np.int32), "share": share, **cols})

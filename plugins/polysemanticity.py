@@ -1,0 +1,113 @@
+"""polysemanticity: which features each synthetic neuron carries (docs/analyses.md).
+
+A neuron carries a represented feature when the feature's code weight on it is large
+both absolutely and relative to the neuron's largest weight. The chance baseline is the
+same count in randomly rotated neuron bases: a linear Squeezer's loss does not change
+under a rotation of its neurons, so only a count well away from the rotated one says
+that the basis lines features up with neurons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from codec_cli.analysis import Analysis, Context, Result
+
+
+@dataclass(frozen=True)
+class Params:
+    relative: float = 0.3
+    """A neuron carries a feature whose |code weight| is at least this share of the neuron's largest."""
+    absolute: float = 0.1
+    """… and at least this |code weight|, in the Squeezer's input units (about 1 under --rescale max)."""
+    rotations: int = 20
+    """Random rotations of the neuron basis for the chance baseline."""
+    seed: int = 0
+    """Seed of the random rotations."""
+
+
+def counts(W, p: Params, among):
+    """(features per neuron [M], neurons per feature [F], member rows)."""
+    import numpy as np
+
+    from codec_plugins.packing import members
+
+    f, n, w = members(W, p.relative, p.absolute, among)
+    F, M = W.shape
+    return np.bincount(n, minlength=M), np.bincount(f, minlength=F), (f, n, w)
+
+
+def shares(per_neuron) -> dict:
+    carrying = per_neuron[per_neuron > 0]
+    return {"monosemantic_share": float((carrying == 1).mean()) if len(carrying) else None,
+            "features_per_neuron": float(carrying.mean()) if len(carrying) else None}
+
+
+def random_rotation(M: int, rng):
+    import numpy as np
+
+    q, r = np.linalg.qr(rng.standard_normal((M, M)))
+    return q * np.sign(np.diag(r))  # Haar-distributed
+
+
+class Polysemanticity(Analysis):
+    name = "polysemanticity"
+    api_version = 1
+    requires = ("squeezer",)
+    Params = Params
+
+    def run(self, ctx: Context) -> Result:
+        import numpy as np
+
+        from codec_plugins.packing import open_packing
+
+        pk = open_packing(ctx.inputs["squeezer"])
+        p = ctx.params
+        F, M = pk.shape
+        rep = pk.represented
+        per_neuron, per_feature, (f, n, w) = counts(pk.W_enc, p, rep)
+        rng = np.random.default_rng(p.seed)
+        chance = [counts(pk.W_enc @ random_rotation(M, rng), p, rep)[:2] for _ in range(p.rotations)]
+        chance_neuron = np.concatenate([c[0] for c in chance])
+        chance_feature = np.concatenate([c[1][rep] for c in chance])
+        top = np.abs(pk.W_enc).max(0)
+        members = {"neuron": n.astype(np.int32), "feature": f.astype(np.int32), "weight": w,
+                   "relative": np.abs(w) / top[n]}
+        carried = [f[n == i].astype(np.int32).tolist() for i in range(M)]
+        neurons = {"neuron": np.arange(M, dtype=np.int32), "n_features": per_neuron.astype(np.int32),
+                   "features": carried}
+        features = {"feature": np.arange(F, dtype=np.int32), "status": pk.status,
+                    "n_neurons": per_feature.astype(np.int32)}
+        summary = {"neurons": M, "represented_features": int(rep.sum()),
+                   "carrying_neurons": int((per_neuron > 0).sum()),
+                   **shares(per_neuron),
+                   "polysemantic_share": float((per_neuron[per_neuron > 0] > 1).mean()) if (per_neuron > 0).any() else None,
+                   "neurons_per_feature": float(per_feature[rep].mean()) if rep.any() else None,
+                   "chance": {**shares(chance_neuron),
+                              "neurons_per_feature": float(chance_feature.mean()) if rep.any() else None,
+                              "what": f"the same counts in {p.rotations} randomly rotated neuron bases"},
+                   "basis": "rotation-free (linear neurons)" if pk.sign_free() else "privileged (ReLU neurons)"}
+        ctx.log(f"polysemanticity: {summary['carrying_neurons']}/{M} neurons carry features, "
+                f"{summary['monosemantic_share']} monosemantic (chance {summary['chance']['monosemantic_share']})")
+        return Result(summary=summary, tables={"members": members, "neurons": neurons, "features": features},
+                      figures={"histograms": figure(per_neuron, per_feature[rep], chance_neuron, chance_feature,
+                                                    p.rotations)})
+
+
+def figure(per_neuron, per_feature, chance_neuron, chance_feature, rotations: int):
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    for ax, real, chance, what in zip(fig.subplots(1, 2), (per_neuron, per_feature), (chance_neuron, chance_feature),
+                                      ("features per neuron", "neurons per feature (represented features)")):
+        top = int(max(real.max(initial=0), chance.max(initial=0)))
+        bins = np.arange(top + 2) - 0.5
+        ax.hist(real, bins=bins, color="tab:blue", alpha=0.8, label="Squeezer")
+        ax.hist(chance, bins=bins, weights=np.full(len(chance), 1 / max(rotations, 1)), histtype="step",
+                color="black", linewidth=1.5, label="random basis (chance)")
+        ax.set_xlabel(what)
+        ax.set_ylabel("count")
+        ax.legend(frameon=False)
+    fig.suptitle("polysemanticity: how features spread over neurons")
+    return fig
