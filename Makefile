@@ -22,13 +22,14 @@ $(STAMP): pyproject.toml tests/example_plugin/pyproject.toml tests/example_plugi
 
 # The demo rebuilds the toy world from scratch, trains an SAE on the shipped themes
 # language model, extracts the themes world's SAE features (with its MLP neurons) and
-# squeezes them into 32 synthetic neurons.
+# squeezes them into 32 synthetic neurons, then runs every built-in analysis on them.
 demo: $(STAMP)
 	$(BIN)/codec world list
 	$(BIN)/codec world build toy --out demo/toy
 	$(BIN)/codec sae train themes --steps 500 --out demo/sae-themes
 	$(BIN)/codec extract themes --tokens 100000 --neurons blocks.0.mlp.hook_post --out demo/features
 	$(BIN)/codec squeeze demo/features --m 32 --k 8 --epochs 20 --rescale max --out demo/squeezer
+	$(BIN)/codec analyze demo/squeezer demo/features --out demo/analysis
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

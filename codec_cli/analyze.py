@@ -27,11 +27,12 @@ from codec_cli.errors import BadInput, CodecError, PluginError
 @dataclass(frozen=True)
 class AnalyzeConfig:
     inputs: list[Path] = config.positional()
-    """Input artifacts (features/, squeezer/, …); each plugin takes the kinds it requires."""
+    """Input artifacts (features/, squeezer/, …); each plugin takes the kinds it requires. An input's own
+    recorded inputs join in when they are still where they were made (squeezer/ brings its features/)."""
     out: Path = Path("analysis")
     """Output directory; each plugin writes its own artifact in OUT/PLUGIN/."""
     plugin: list[str] = field(default_factory=list, metadata={"short": ("-P",)})
-    """A plugin to run (repeatable). Default: every plugin whose required inputs are given."""
+    """Plugins to run, comma-separated or repeated. Default: every plugin whose required inputs are given."""
     param: list[str] = field(default_factory=list, metadata={"short": ("-p",)})
     """A plugin parameter, KEY=VALUE for every plugin that has KEY, or PLUGIN.KEY=VALUE (repeatable)."""
 
@@ -98,11 +99,22 @@ def analyze(inputs: list[Path], out: Path, plugins: list[str] | None = None,
             raise BadInput(f"two {a.kind} artifacts given ({by_kind[a.kind].path}, {a.path}); pass one of each kind")
         by_kind[a.kind] = a
     check_lineage(arts)
+    for a in list(arts):  # what an input was made from, where it still is and unchanged
+        for inp in a.inputs:
+            path = Path(inp.get("path", ""))
+            if inp.get("kind") in by_kind or not (path / "manifest.json").is_file():
+                continue
+            found = open_artifact(path)
+            if found.fingerprint == inp.get("fingerprint") and found.kind == inp.get("kind"):
+                info(f"using {found.path} ({found.kind} that {a.path} was made from)")
+                by_kind[found.kind] = found
+                arts.append(found)
 
     report: dict[str, dict] = {}
     chosen: dict[str, Any] = {}
     infos = {}
-    candidates = [registry.find(n) for n in plugins] if plugins else registry.discover()
+    names = [n.strip() for entry in plugins or [] for n in entry.split(",") if n.strip()]
+    candidates = [registry.find(n) for n in names] if names else registry.discover()
     for inf in candidates:
         try:
             plugin = registry.load(inf)
@@ -110,7 +122,7 @@ def analyze(inputs: list[Path], out: Path, plugins: list[str] | None = None,
             report[inf.name] = {"status": "failed", "package": inf.package, "error": str(e)}
             continue
         missing = [k for k in plugin.requires if k not in by_kind]
-        if missing and plugins:
+        if missing and names:
             raise BadInput(f"{inf.describe()} needs a {' and a '.join(missing)} artifact",
                            hint=f"given: {', '.join(sorted(by_kind))}")
         if not missing:
