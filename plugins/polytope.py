@@ -1,0 +1,489 @@
+"""polytope: the geometry of the packed directions (docs/analyses.md).
+
+Three views of the Squeezer's feature codes, none of which changes under a rotation of
+the neurons (a linear Squeezer's codes are only defined up to one):
+
+- feature dimensionality D_i (Elhage et al. 2022), the share of a dimension feature i
+  owns, read from the effective map W_enc W_dec; regular packings give the fractions
+  1, 3/4, 2/3, 1/2, 2/5, 3/8;
+- groups (tegum factors): features whose codes interfere, linked by |cos| ≥
+  `interference`, each named by its size and the dimension it spans (antipodal pair,
+  pentagon, …);
+- circles: how well a group's codes lie on a circle in their top-2 plane, in order when
+  the members have a natural order (weekdays, months), against random groups of the
+  same size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from codec_cli.analysis import Analysis, Context, Result
+
+REFERENCE = (("1", 1.0), ("3/4", 3 / 4), ("2/3", 2 / 3), ("1/2", 1 / 2), ("2/5", 2 / 5), ("3/8", 3 / 8))
+"""Elhage et al.'s dimensionalities of regular packings: a dimension of its own,
+tetrahedron, triangle, antipodal pair, pentagon, square antiprism."""
+
+SHAPES = {(2, 1): "antipodal pair", (3, 2): "triangle", (4, 3): "tetrahedron", (4, 2): "square",
+          (5, 2): "pentagon", (6, 2): "hexagon", (8, 3): "square antiprism"}
+"""(size, dimensions) → the polytope with that many vertices in that many dimensions."""
+
+BLOCK = 1 << 22
+"""Entries of the cosine matrix held at once (32 MB): rows come in blocks of BLOCK // F."""
+
+FIGURE_GROUPS = 12
+"""Groups drawn in groups.png: the largest ones of 2 to 16 features."""
+
+
+@dataclass(frozen=True)
+class Params:
+    interference: float = 0.2
+    """Two represented features are in one group when their codes' |cosine| is at least this."""
+    rank_tol: float = 0.1
+    """A group spans as many dimensions as its unit codes have singular values above this share of the largest."""
+    regular_tol: float = 0.1
+    """A group is regular when every member's D is within this relative tolerance of dimensions/size."""
+    random_groups: int = 1000
+    """Random groups of the same size drawn for each circle score's chance baseline."""
+    group_by: str = "cycle"
+    """Token-table column naming the ordered groups (needs a features artifact), e.g. weekday / month."""
+    order_by: str = "cycle_position"
+    """Token-table column giving each label's place in its group's cyclic order."""
+    label_share: float = 0.5
+    """A feature joins an ordered group when at least this share of its activation mass lands on one label."""
+    seed: int = 0
+    """Seed of the random codes and random groups."""
+
+
+# ----------------------------------------------------------------- dimensionality
+
+
+def dimensionality(diag, energy, rep):
+    """D_i = M_ii² / Σ_j M_ij² for represented features, NaN elsewhere."""
+    import numpy as np
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(rep & (energy > 0), diag**2 / energy, np.nan)
+
+
+def chance_dimensionality(norms, rep, M: int, rng):
+    """D of random Gaussian codes [F, M] with the same per-feature norms (tied, so D_i =
+    ‖g_i‖⁴ / Σ_j (g_i·g_j)²), on the represented features; about a thousand values."""
+    import numpy as np
+
+    out = []
+    for _ in range(int(np.clip(np.ceil(1000 / max(rep.sum(), 1)), 1, 20))):
+        G = rng.standard_normal((len(norms), M))
+        G *= (norms / np.linalg.norm(G, axis=1))[:, None]
+        energy = ((G @ (G.T @ G)) * G).sum(1)  # Σ_j (g_i·g_j)² through the M×M Gram
+        out.append(dimensionality((G * G).sum(1), energy, rep)[rep])
+    return np.concatenate(out)
+
+
+def near_fractions(D, tol: float) -> dict:
+    """How many values of D sit at each reference fraction: nearest to it, within `tol` relative."""
+    import numpy as np
+
+    ref = np.array([v for _, v in REFERENCE])
+    nearest = np.abs(D[:, None] - ref[None]).argmin(1)
+    close = np.abs(D / ref[nearest] - 1) <= tol
+    return {name: int((close & (nearest == n)).sum()) for n, (name, _) in enumerate(REFERENCE)}
+
+
+# ----------------------------------------------------------------- groups
+
+
+def unit(V):
+    import numpy as np
+
+    n = np.linalg.norm(V, axis=1, keepdims=True)
+    return V / np.where(n > 0, n, 1)
+
+
+def components(U, threshold: float):
+    """Connected components of the graph |U_i·U_j| ≥ threshold, the cosines computed a
+    block of rows at a time so that memory stays O(R·block). Returns (labels [R], edges)."""
+    import numpy as np
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    R = len(U)
+    step = max(1, BLOCK // R)
+    rows, cols = [], []
+    for a in range(0, R, step):
+        i, j = np.nonzero(np.abs(U[a:a + step] @ U.T) >= threshold)
+        keep = a + i < j  # each pair once, no self-loops
+        rows.append(a + i[keep])
+        cols.append(j[keep])
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(R, R))
+    return connected_components(graph, directed=False)[1], len(rows)
+
+
+def outside_cosine(U, label):
+    """Per feature, its largest |cos| with a feature of another group (0 when there is none)."""
+    import numpy as np
+
+    R = len(U)
+    step = max(1, BLOCK // R)
+    out = np.zeros(R)
+    for a in range(0, R, step):
+        c = np.abs(U[a:a + step] @ U.T)
+        c[label[a:a + step, None] == label[None, :]] = 0
+        out[a:a + step] = c.max(1)
+    return out
+
+
+def chance_edge_share(threshold: float, M: int) -> float:
+    """P(|cos| ≥ threshold) for two random directions in M dimensions: cos² ~ Beta(1/2, (M−1)/2)."""
+    from scipy.special import betainc
+
+    return 1.0 if M < 2 else float(1 - betainc(0.5, (M - 1) / 2, min(threshold, 1.0) ** 2))
+
+
+def name_group(size: int, rank: int, cos, D, regular_tol: float) -> tuple[str, bool]:
+    """(name, regular) of a group of `size` unit codes (cosines `cos`) spanning `rank` dimensions."""
+    import numpy as np
+
+    regular = bool(np.all(np.abs(D / (rank / size) - 1) <= regular_tol))
+    if size == 1:
+        return ("alone" if regular else "alone, sharing its dimension"), regular
+    if (size, rank) == (2, 1) and cos[0, 1] > 0:
+        shape = "parallel pair"  # one direction twice: a duplicate, not a polytope
+    else:
+        shape = SHAPES.get((size, rank), f"{size} features in {rank} dimensions")
+    return (shape if regular else f"irregular {shape}"), regular
+
+
+# ----------------------------------------------------------------- circles
+
+
+def circle_scores(V, positions=None):
+    """How well each of n groups of g unit codes V [n, g, M] lies on a circle.
+
+    Centred and projected on the top-2 principal plane: planarity = (s1² + s2²) / Σ s²,
+    roundness = max(0, 1 − std(r) / mean(r)) for the radii r in that plane, and, given
+    positions [n, g], order = |mean sign of the angular steps| from each position to the
+    next (cyclic), 0 unless they wind once round; members sharing a position are averaged
+    first. Returns (planarity, roundness, order) arrays [n], order None without positions."""
+    import numpy as np
+
+    X = V - V.mean(1, keepdims=True)
+    w, E = np.linalg.eigh(X @ X.transpose(0, 2, 1))  # the g×g Gram: cheap when M ≫ g
+    w = np.clip(w, 0, None)
+    total = w.sum(1)
+    planarity = w[:, -2:].sum(1) / np.where(total > 0, total, 1)
+    P = E[:, :, -2:] * np.sqrt(w[:, None, -2:])  # coordinates in the top-2 plane
+    r = np.linalg.norm(P, axis=2)
+    mean_r = r.mean(1)
+    roundness = np.where(mean_r > 0, np.clip(1 - r.std(1) / np.where(mean_r > 0, mean_r, 1), 0, None), 0.0)
+    if positions is None:
+        return planarity, roundness, None
+    order = np.zeros(len(V))
+    for n, (p, pos) in enumerate(zip(P, positions)):
+        places, at = np.unique(pos, return_inverse=True)
+        if len(places) < 3:
+            continue
+        centre = np.zeros((len(places), 2))
+        np.add.at(centre, at, p)
+        theta = np.arctan2(centre[:, 1], centre[:, 0])
+        step = np.angle(np.exp(1j * (np.roll(theta, -1) - theta)))
+        if abs(round(step.sum() / (2 * np.pi))) == 1:
+            order[n] = abs(np.sign(step).mean())
+    return planarity, roundness, order
+
+
+def circle_score(U, groups, positions=None):
+    """planarity × roundness (× order given positions) of groups [n, g] of rows of U."""
+    import numpy as np
+
+    pl, rd, od = circle_scores(U[groups], None if positions is None else np.broadcast_to(positions, groups.shape))
+    return pl * rd * (1 if od is None else od), (pl, rd, od)
+
+
+def random_scores(U, size: int, positions, n: int, rng):
+    """The circle score of n random groups of `size` rows of U (in a random order when
+    positions are given); None when the group is over half of U, for then random groups
+    would mostly be the group itself."""
+    import numpy as np
+
+    if n < 1 or 2 * size > len(U):
+        return None
+    return circle_score(U, np.stack([rng.choice(len(U), size, replace=False) for _ in range(n)]), positions)[0]
+
+
+def against(score: float, null) -> dict:
+    """A score beside its random-group baseline: mean, and p = (1 + #random ≥ score) / (1 + n)."""
+    if null is None:
+        return {"chance": None, "p": None}
+    return {"chance": float(null.mean()), "p": float((1 + (null >= score - 1e-12).sum()) / (1 + len(null)))}
+
+
+def ordered_groups(features, p: Params, rep, F: int, log):
+    """({label: count}, {label: (features, positions)}): the represented features that carry
+    one label of `group_by`/`order_by` in the features' token tables, how many per label,
+    and the groups of them with 3 positions or more. (None, {}) and a line saying why when
+    there are no labels to read."""
+    import numpy as np
+    import polars as pl
+
+    from codec_cli.errors import BadInput
+    from codec_plugins.packing import labels
+
+    if features is None:
+        log("polytope: no features artifact given, so no ordered groups")
+        return None, {}
+    if features.attrs.get("d_sae") != F:
+        raise BadInput(f"{features.path}: d_sae {features.attrs.get('d_sae')}, but the squeezer packs {F} features",
+                       hint="pass the features artifact the squeezer was trained on")
+    table = labels(features, [p.group_by, p.order_by], F)
+    if table is None:
+        log(f"polytope: the features have no token tables with {p.group_by!r} and {p.order_by!r}, "
+            "so no ordered groups")
+        return None, {}
+    table = table.filter(pl.col("share") >= p.label_share, pl.col(p.group_by).is_not_null())
+    table = table.filter(pl.Series(rep[table["feature"].to_numpy().astype(np.int64)], dtype=pl.Boolean))
+    groups = {str(key[0]): g.sort(p.order_by, "feature")
+              for key, g in table.partition_by(p.group_by, as_dict=True).items()}
+    log(f"polytope: represented features with ≥ {p.label_share:.0%} of their mass on one {p.group_by} "
+        f"{p.order_by}: " + (", ".join(f"{k} {len(g)}" for k, g in sorted(groups.items())) or "none"))
+    return {k: len(g) for k, g in sorted(groups.items())}, {
+        k: (g["feature"].to_numpy(), g[p.order_by].to_numpy()) for k, g in sorted(groups.items())
+        if g[p.order_by].n_unique() >= 3}
+
+
+# ----------------------------------------------------------------- the plugin
+
+
+class Polytope(Analysis):
+    name = "polytope"
+    api_version = 1
+    requires = ("squeezer",)
+    optional = ("features",)
+    Params = Params
+
+    def run(self, ctx: Context) -> Result:
+        import numpy as np
+        import polars as pl
+
+        from codec_cli.errors import BadInput
+        from codec_plugins.packing import open_packing
+
+        p = ctx.params
+        if not (0 < p.interference <= 1 and 0 < p.rank_tol < 1 and p.regular_tol >= 0 and p.random_groups >= 0
+                and 0 < p.label_share <= 1):
+            raise BadInput("polytope needs 0 < interference ≤ 1, 0 < rank_tol < 1, regular_tol ≥ 0, "
+                           "random_groups ≥ 0 and 0 < label_share ≤ 1")
+        squeezer = ctx.inputs["squeezer"]
+        pk = open_packing(squeezer)
+        F, M = pk.shape
+        rep = pk.represented
+        idx = np.flatnonzero(rep)
+        if not len(idx):
+            raise BadInput(f"{squeezer.path}: the squeezer represents no feature; there is no geometry to analyse")
+        rng = np.random.default_rng(p.seed)
+
+        # Dimensionality, from the effective map's diagonal and row (column) energies.
+        diag = pk.diagonal()
+        D = dimensionality(diag, pk.row_energy(), rep)
+        D_col = None if pk.tied else dimensionality(diag, pk.column_energy(), rep)
+        D_chance = chance_dimensionality(np.sqrt(np.clip(diag, 0, None)), rep, M, rng)
+
+        # Groups: connected components of the interference graph on the represented features,
+        # numbered by size (largest first), then by their smallest feature.
+        U = unit(pk.W_enc[idx])
+        comp, n_edges = components(U, p.interference)
+        sizes = np.bincount(comp)
+        first = np.full(len(sizes), len(idx))
+        np.minimum.at(first, comp, np.arange(len(idx)))
+        number = np.empty(len(sizes), dtype=np.int64)
+        number[np.lexsort((first, -sizes))] = np.arange(len(sizes))
+        comp = number[comp]
+        outside = outside_cosine(U, comp)
+        nulls = {}  # circle-score baselines by group size
+        groups = []
+        for g, local in enumerate(np.split(np.argsort(comp, kind="stable"), np.cumsum(np.sort(sizes)[::-1])[:-1])):
+            V = U[local]
+            s = np.linalg.svd(V, compute_uv=False)
+            rank = int((s >= p.rank_tol * s[0]).sum())
+            cos = V @ V.T
+            Dg = D[idx[local]]
+            name, regular = name_group(len(local), rank, cos, Dg, p.regular_tol)
+            off = cos[~np.eye(len(local), dtype=bool)]
+            row = {"group": g, "name": name, "regular": regular, "size": len(local), "rank": rank,
+                   "members": idx[local].tolist(), "expected_D": rank / len(local), "mean_D": Dg.mean(),
+                   "min_D": Dg.min(), "max_D": Dg.max(), "mean_cos": off.mean() if len(off) else None,
+                   "min_cos": off.min() if len(off) else None, "max_outside_cos": outside[local].max(),
+                   "circle_planarity": None, "circle_roundness": None, "circle_score": None,
+                   "circle_chance": None, "circle_p": None}
+            if len(local) >= 3:
+                score, (pl_, rd, _) = circle_score(U, local[None])
+                if len(local) not in nulls:
+                    nulls[len(local)] = random_scores(U, len(local), None, p.random_groups, rng)
+                c = against(score[0], nulls[len(local)])
+                row.update(circle_planarity=pl_[0], circle_roundness=rd[0], circle_score=score[0],
+                           circle_chance=c["chance"], circle_p=c["p"])
+            groups.append(row)
+
+        # Circles of the labelled groups, in their order, against random groups in a random order.
+        labelled, ordered = ordered_groups(ctx.inputs.get("features"), p, rep, F, ctx.log)
+        circles = []
+        for label, (members, positions) in ordered.items():
+            local = np.searchsorted(idx, members)
+            score, (pl_, rd, od) = circle_score(U, local[None], positions)
+            c = against(score[0], random_scores(U, len(local), positions, p.random_groups, rng))
+            circles.append({"label": label, "size": len(local), "members": members.tolist(),
+                            "positions": positions.tolist(), "planarity": pl_[0], "roundness": rd[0],
+                            "order": od[0], "score": score[0], **c})
+
+        Drep = D[rep]
+        named: dict[str, int] = {}
+        for row in groups:
+            named[row["name"]] = named.get(row["name"], 0) + 1
+        pairs = len(idx) * (len(idx) - 1) / 2
+        summary = {
+            "features": F, "neurons": M, "represented": len(idx), "tied": pk.tied,
+            "mean_D": Drep.mean(), "mean_D_chance": D_chance.mean(),
+            "dimensions_per_feature": M / diag.sum(),  # D* = M / ‖W‖_F² when tied
+            "groups": len(groups), "largest_group": int(sizes.max()),
+            "edge_share": n_edges / pairs if pairs else None,
+            "edge_share_chance": chance_edge_share(p.interference, M),
+            "D_at": near_fractions(Drep, p.regular_tol),
+            "D_at_chance": {k: round(v * len(Drep) / len(D_chance), 2)
+                            for k, v in near_fractions(D_chance, p.regular_tol).items()},
+            "named": dict(sorted(named.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "labelled": labelled,
+            "circles": [{k: c[k] for k in ("label", "size", "score", "chance", "p")} for c in circles],
+        }
+        if D_col is not None:
+            summary["mean_D_col"] = D_col[rep].mean()
+        ctx.log(f"polytope: mean D {summary['mean_D']:.3f} (random codes {summary['mean_D_chance']:.3f}); "
+                f"{len(groups)} groups: " + ", ".join(f"{v} {k}" for k, v in list(summary["named"].items())[:5]))
+        if summary["edge_share_chance"] * (len(idx) - 1) > 1:
+            ctx.log(f"polytope: random directions in {M} dimensions reach |cos| ≥ {p.interference} "
+                    f"{summary['edge_share_chance']:.0%} of the time, so chance alone links the features into "
+                    f"one group; -p interference=… higher finds tighter groups")
+        for c in circles:
+            ctx.log(f"polytope: {p.group_by} {c['label']} ({c['size']} features) circle score {c['score']:.3f}, "
+                    f"random groups {_fmt(c['chance'])} (p {_fmt(c['p'])})")
+
+        group_of = np.full(F, -1, dtype=np.int64)
+        group_of[idx] = comp
+        features = pl.DataFrame({"feature": np.arange(F, dtype=np.int32), "status": pk.status, "gain": diag,
+                                 "D": pl.Series(D, nan_to_null=True), "group": group_of})
+        features = features.with_columns(pl.when(pl.col("group") >= 0).then(pl.col("group")).alias("group"))
+        if D_col is not None:
+            features = features.with_columns(D_col=pl.Series(D_col, nan_to_null=True))
+        figures = {"dimensionality": dimensionality_figure(Drep, D_chance, None if D_col is None else D_col[rep])}
+        drawn = [row for row in groups if 2 <= row["size"] <= 16][:FIGURE_GROUPS]
+        if drawn:
+            figures["groups"] = groups_figure(drawn, pk.W_enc)
+        if circles:
+            figures["circles"] = circles_figure(circles, pk.W_enc, p.group_by)
+        group_schema, circle_schema = schemas()
+        return Result(summary=summary, figures=figures,
+                      tables={"features": features, "groups": pl.DataFrame(groups, schema=group_schema),
+                              "circles": pl.DataFrame(circles, schema=circle_schema)})
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3g}"
+
+
+def schemas():
+    """The column types of groups.parquet and circles.parquet, fixed even when a table is empty."""
+    import polars as pl
+
+    f, i = pl.Float64, pl.Int64
+    groups = {"group": i, "name": pl.String, "regular": pl.Boolean, "size": i, "rank": i, "members": pl.List(i),
+              "expected_D": f, "mean_D": f, "min_D": f, "max_D": f, "mean_cos": f, "min_cos": f,
+              "max_outside_cos": f, "circle_planarity": f, "circle_roundness": f, "circle_score": f,
+              "circle_chance": f, "circle_p": f}
+    circles = {"label": pl.String, "size": i, "members": pl.List(i), "positions": pl.List(i), "planarity": f,
+               "roundness": f, "order": f, "score": f, "chance": f, "p": f}
+    return groups, circles
+
+
+# ----------------------------------------------------------------- figures
+
+
+def dimensionality_figure(D, chance, D_col):
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.subplots()
+    bins = (np.arange(44) - 0.5) * 0.025  # centred on multiples of 1/40: 3/8, 2/5, 1/2, 3/4, 1 fall mid-bin
+    what = "Squeezer" if D_col is None else "Squeezer, row form"
+    ax.hist(np.clip(D, 0, 1.05), bins=bins, color="tab:blue", alpha=0.8, label=f"{what} (mean {D.mean():.2f})")
+    if D_col is not None:
+        ax.hist(np.clip(D_col, 0, 1.05), bins=bins, histtype="step", color="tab:orange", linewidth=1.5,
+                label=f"column form, untied (mean {D_col.mean():.2f})")
+    ax.hist(np.clip(chance, 0, 1.05), bins=bins, weights=np.full(len(chance), len(D) / len(chance)),
+            histtype="step", color="black", linewidth=1.5,
+            label=f"chance: random codes, same norms (mean {chance.mean():.2f})")
+    for _, v in REFERENCE:
+        ax.axvline(v, color="grey", linestyle=":", linewidth=1)
+    marks = ax.secondary_xaxis("top")  # the fractions named on a top axis, clear of the bars
+    marks.set_xticks([v for _, v in REFERENCE], [name for name, _ in REFERENCE], fontsize=8)
+    marks.tick_params(length=0)
+    for label in marks.get_xticklabels():  # 3/8 and 2/5 sit close: push them apart
+        label.set_horizontalalignment({"3/8": "right", "2/5": "left"}.get(label.get_text(), "center"))
+    ax.set_xlabel("feature dimensionality D (represented features)")
+    ax.set_ylabel("features")
+    ax.legend(frameon=False, loc="upper right", fontsize=8)
+    fig.suptitle("polytope: feature dimensionality; dotted, the fractions of regular packings", fontsize=11)
+    return fig
+
+
+def plane(V, centre: bool):
+    """Coordinates of V's rows in their top-2 principal plane (through the origin unless centred)."""
+    import numpy as np
+
+    X = V - V.mean(0) if centre else V
+    vt = np.linalg.svd(X, full_matrices=False)[2]
+    P = X @ vt[:2].T
+    return P if P.shape[1] == 2 else np.c_[P, np.zeros(len(P))]
+
+
+def groups_figure(rows, W):
+    from matplotlib.figure import Figure
+
+    cols = min(4, len(rows))
+    lines = (len(rows) + cols - 1) // cols
+    fig = Figure(figsize=(3 * cols, 3.2 * lines + 0.4), layout="constrained")
+    axes = fig.subplots(lines, cols, squeeze=False).ravel()
+    for ax, row in zip(axes, rows):
+        P = plane(unit(W[row["members"]]), centre=False)
+        for (x, y), f in zip(P, row["members"]):
+            ax.plot([0, x], [0, y], color="tab:blue", linewidth=1)
+            ax.annotate(f"f{f}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=8)
+        ax.scatter(P[:, 0], P[:, 1], color="tab:blue", s=16, zorder=3)
+        ax.scatter([0], [0], color="black", marker="+")
+        ax.set(xlim=(-1.3, 1.3), ylim=(-1.3, 1.3), aspect="equal", xticks=[], yticks=[])
+        ax.set_title(f"group {row['group']}: {row['name']}\n"
+                     f"mean D {row['mean_D']:.2f}, regular {row['expected_D']:.2f}", fontsize=9)
+    for ax in axes[len(rows):]:
+        ax.axis("off")
+    fig.suptitle("polytope: groups of interfering features, unit codes on their top-2 plane")
+    return fig
+
+
+def circles_figure(circles, W, group_by: str):
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4 * len(circles), 4.4), layout="constrained")
+    for ax, c in zip(fig.subplots(1, len(circles), squeeze=False).ravel(), circles):
+        P = plane(unit(W[c["members"]]), centre=True)
+        loop = np.r_[np.arange(len(P)), 0]  # members come sorted by position: joined in order, and round again
+        ax.plot(P[loop, 0], P[loop, 1], color="tab:orange", linewidth=1)
+        ax.scatter(P[:, 0], P[:, 1], color="tab:orange", s=18, zorder=3)
+        for (x, y), pos, f in zip(P, c["positions"], c["members"]):
+            ax.annotate(f"{pos} (f{f})", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+        ax.set(aspect="equal", xticks=[], yticks=[])
+        ax.margins(0.15)
+        ax.set_title(f"{group_by} {c['label']}: {c['size']} features\ncircle score {c['score']:.2f}; "
+                     f"random groups {_fmt(c['chance'])}, p {_fmt(c['p'])}", fontsize=9)
+    fig.suptitle("polytope: labelled groups on their top-2 plane, joined in order")
+    return fig

@@ -1,0 +1,96 @@
+"""The built-in analyses as plugins: registered like a third party's, run together,
+isolated from a failing neighbour, and polysemanticity's counts on a hand-made Squeezer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from codec_cli.artifacts import ArtifactWriter, open_artifact
+from conftest import Explodes, write_features
+
+BUILTINS = ["or-gate", "polysemanticity", "polytope", "superposition-tax"]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A features artifact and a squeezer trained on it for a few steps (no answer key)."""
+    from squeezed import codec
+
+    root = tmp_path_factory.mktemp("small")
+    features = write_features(root / "features", seed=4, d_sae=24, k=4, shards=2, rows=400)
+    codec("squeeze", features, "--m", 4, "--k", 4, "--steps", 40, "--batch-size", 64, "--eval-rows", 128,
+          "--no-faithfulness", "--out", root / "squeezer")
+    return features, root / "squeezer"
+
+
+def test_builtins_are_entry_points_like_any_plugin(cli) -> None:
+    rows = json.loads(cli("plugins", "--json").stdout)
+    mine = {r["name"]: r for r in rows if r["builtin"]}
+    assert sorted(mine) == BUILTINS
+    assert all(r["status"] == "ok" and r["api_version"] == 1 and r["package"] == "codec" for r in mine.values())
+
+
+def test_all_builtins_run_and_the_squeezer_brings_its_features(cli, small, tmp_path) -> None:
+    features, squeezer = small
+    result = cli("analyze", squeezer, "--out", tmp_path / "a", "--json")  # features/ found from the lineage
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert sorted(n for n in report if n in BUILTINS) == BUILTINS
+    for name in BUILTINS:
+        art = open_artifact(tmp_path / "a" / name, "analysis")
+        assert art.json("summary.json") == report[name]["summary"]
+        assert any(f.endswith(".png") for f in art.files()), f"{name} drew no figure"
+    again = cli("analyze", squeezer, features, "-P", "or-gate,polysemanticity", "--out", tmp_path / "b", "--json")
+    assert sorted(json.loads(again.stdout)) == ["or-gate", "polysemanticity"]
+    for name in ["or-gate", "polysemanticity"]:  # same inputs, same bytes
+        for f in ["summary.json", "pairs.parquet" if name == "or-gate" else "members.parquet"]:
+            assert (tmp_path / "a" / name / f).read_bytes() == (tmp_path / "b" / name / f).read_bytes()
+
+
+def test_a_failing_plugin_does_not_spoil_the_builtins(cli, small, tmp_path) -> None:
+    from codec_cli import registry
+
+    _, squeezer = small
+    registry.register(Explodes())  # beside the installed plugins, not instead of them
+    try:
+        result = cli("analyze", squeezer, "-P", "explodes,polysemanticity", "--out", tmp_path)
+    finally:
+        registry.unregister("explodes")
+    assert result.exit_code == 1, result.output
+    assert "polysemanticity: ok" in result.stdout and "explodes: FAILED" in result.stdout
+    assert (tmp_path / "polysemanticity/summary.json").is_file() and not (tmp_path / "explodes").exists()
+
+
+def test_an_unknown_plugin_lists_what_is_installed(cli, small, tmp_path) -> None:
+    _, squeezer = small
+    result = cli("analyze", squeezer, "--plugin", "nope", "--out", tmp_path / "x")
+    assert result.exit_code == 2
+    assert "no analysis plugin named 'nope'" in result.stderr
+    assert all(name in result.stderr for name in BUILTINS)
+    assert not (tmp_path / "x").exists()
+
+
+def test_polysemanticity_counts_a_hand_made_code(cli, tmp_path) -> None:
+    """Neuron 0 carries features 0 and 1, neuron 1 feature 2 alone, neuron 2 nothing;
+    feature 3 is dropped, so its weight does not count."""
+    features = write_features(tmp_path / "f", d_sae=4, k=2)
+    W = np.array([[1.0, 0.0, 0.0], [-0.8, 0.05, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.01]], dtype=np.float32)
+    with ArtifactWriter(tmp_path / "sq", "squeezer", command="test", inputs=[open_artifact(features)],
+                        attrs={"tied": True, "neuron_act": "relu"}) as w:
+        w.write_tensors("weights.safetensors", {"W_enc": W, "W_dec": np.ascontiguousarray(W.T),
+                                                "b_enc": np.zeros(3, np.float32), "b_dec": np.zeros(4, np.float32)})
+        w.write_table("features.parquet", {"feature": np.arange(4, dtype=np.int32),
+                                           "status": ["represented"] * 3 + ["dropped"],
+                                           "frequency": np.full(4, 0.5), "mse": np.zeros(4)})
+    result = cli("analyze", tmp_path / "sq", "-P", "polysemanticity", "--out", tmp_path / "a", "--json")
+    summary = json.loads(result.stdout)["polysemanticity"]["summary"]
+    assert summary["carrying_neurons"] == 2 and summary["monosemantic_share"] == 0.5
+    assert summary["features_per_neuron"] == 1.5 and summary["neurons_per_feature"] == 1.0
+    assert summary["basis"] == "privileged (ReLU neurons)"
+    members = pl.read_parquet(tmp_path / "a/polysemanticity/members.parquet")
+    assert members.select("neuron", "feature").rows() == [(0, 0), (0, 1), (1, 2)]
+    assert members["weight"].to_list() == pytest.approx([1.0, -0.8, 1.0])

@@ -1,0 +1,214 @@
+"""The polytope analysis on Squeezers whose geometry is known.
+
+Toy world, oracle SAE, n=5 features in m=2 (science.md §1): a regular pentagon at high
+sparsity, two antipodal pairs at S=0.8 and two features of their own when dense.
+A calendar of features that fire as a bump round a cycle is packed on ordered circles
+(the top principal components of a circulant co-activation are the circle's Fourier
+pair). The themes world shows what its SAE gives. Squeezers are built through the CLI
+(tests/squeezed.py), once per module.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import squeezed
+from safetensors.numpy import load_file
+from typer.testing import CliRunner
+
+from codec_cli.artifacts import ArtifactWriter, open_artifact
+from codec_cli.cli import app
+from codec_cli.console import settings
+from codec_plugins.polytope import circle_scores
+
+NO_FAITHFULNESS = ("--no-faithfulness",)
+
+
+def analyzed(root, *inputs, params=()):
+    """(summary, groups, features) of the polytope analysis of `inputs`, written under root."""
+    summary = squeezed.analyze(*inputs, out=root / "analysis", plugin="polytope", params=params)
+    out = root / "analysis" / "polytope"
+    return summary, pl.read_parquet(out / "groups.parquet"), pl.read_parquet(out / "features.parquet")
+
+
+@pytest.fixture(scope="module")
+def pentagon(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pentagon")
+    _, sq, _ = squeezed.toy(root, sparsity=0.95, squeeze=NO_FAITHFULNESS)
+    return analyzed(root, sq)
+
+
+def test_the_pentagon_is_named_with_every_D_at_two_fifths(pentagon) -> None:
+    summary, groups, features = pentagon
+    assert summary["named"] == {"pentagon": 1} and summary["labelled"] is None  # no features given
+    (group,) = groups.to_dicts()
+    assert group["regular"] and (group["size"], group["rank"]) == (5, 2) and group["members"] == [0, 1, 2, 3, 4]
+    assert features["D"].is_between(0.38, 0.42).all(), features["D"]
+    assert summary["D_at"]["2/5"] == 5 and summary["D_at_chance"]["2/5"] < 2  # random codes rarely sit there
+    assert summary["dimensions_per_feature"] == pytest.approx(0.31, abs=0.02)  # science.md: D* = 0.31
+
+
+@pytest.fixture(scope="module")
+def antipodal(tmp_path_factory):
+    root = tmp_path_factory.mktemp("antipodal")
+    _, sq, _ = squeezed.toy(root, sparsity=0.8, decay=0.9, squeeze=NO_FAITHFULNESS)
+    return analyzed(root, sq)
+
+
+def test_moderate_sparsity_gives_two_antipodal_pairs_at_one_half(antipodal) -> None:
+    summary, groups, features = antipodal
+    assert summary["named"] == {"antipodal pair": 2} and summary["represented"] == 4
+    assert (groups["size"] == 2).all() and (groups["min_cos"] <= -0.98).all() and groups["regular"].all()
+    assert sorted(m for pair in groups["members"] for m in pair) == [0, 1, 2, 3]
+    kept = features.filter(pl.col("status") == "represented")
+    assert kept["D"].is_between(0.47, 0.53).all(), kept["D"]
+    dropped = features.row(4, named=True)  # the least important feature
+    assert dropped["status"] == "dropped" and dropped["D"] is None and dropped["group"] is None
+    assert summary["D_at"]["1/2"] == 4
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dense")
+    _, sq, _ = squeezed.toy(root, sparsity=0.0, decay=0.9, squeeze=NO_FAITHFULNESS)
+    return analyzed(root, sq)
+
+
+def test_dense_features_keep_a_dimension_each(dense) -> None:
+    summary, groups, features = dense
+    assert summary["named"] == {"alone": 2} and summary["D_at"]["1"] == 2
+    assert features["D"][:2].to_numpy().min() > 0.95 and features["D"][2:].null_count() == 3
+    assert summary["mean_D_chance"] < 0.9  # two random directions in 2-D interfere
+
+
+# ----------------------------------------------------------------- circles
+
+
+def calendar(path, rows: int = 20_000, distractors: int = 21, seed: int = 0):
+    """A features artifact of 12 month features, 7 weekday features and independent
+    distractors. On a token of month p, month feature q fires max(0, cos 2π(q−p)/12) (a
+    bump round the cycle, likewise for weekdays); other tokens fire one distractor. The
+    token tables carry `cycle` and `cycle_position` as the themes world's do."""
+    rng = np.random.default_rng(seed)
+    first = {"month": (0, 12), "weekday": (12, 7)}
+    k = 12
+    kind = rng.choice(3, rows, p=[0.25, 0.25, 0.5])
+    idx = np.full((rows, k), -1, np.int32)
+    val = np.zeros((rows, k), np.float32)
+    cycle, position = [None] * rows, [None] * rows
+    for r in range(rows):
+        if kind[r] == 2:
+            idx[r, 0], val[r, 0] = 19 + rng.integers(distractors), rng.uniform(0.5, 1)
+            continue
+        cycle[r] = ("month", "weekday")[kind[r]]
+        start, n = first[cycle[r]]
+        position[r] = p = int(rng.integers(n))
+        bump = np.cos(2 * np.pi * (np.arange(n) - p) / n)
+        on = np.argsort(-bump)[: (bump > 1e-6).sum()]
+        idx[r, : len(on)], val[r, : len(on)] = start + on, bump[on]
+    with ArtifactWriter(path, "features", command="test calendar", attrs={"d_sae": 19 + distractors, "k": k}) as w:
+        w.write_topk(idx, val)
+        w.write_table("tokens/00000.parquet", pl.DataFrame({
+            "doc": np.arange(rows), "pos": np.zeros(rows, np.int32), "cycle": pl.Series(cycle, dtype=pl.String),
+            "cycle_position": pl.Series(position, dtype=pl.Int64)}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def calendar_squeezed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("calendar")
+    features = calendar(root / "features")
+    squeezed.codec("squeeze", features, "--m", 8, "--k", 12, "--steps", 600, "--batch-size", 512, "--lr", 1e-2,
+                   *NO_FAITHFULNESS, "--out", root / "squeezer")
+    return root, features, root / "squeezer"
+
+
+def test_cyclic_features_lie_on_ordered_circles_above_random_groups(calendar_squeezed) -> None:
+    """A bump feature fires on several positions, so it joins its group at a lower label share."""
+    root, features, sq = calendar_squeezed
+    summary, _, _ = analyzed(root, sq, features, params=("label_share=0.25",))
+    circles = pl.read_parquet(root / "analysis" / "polytope" / "circles.parquet")
+    assert summary["labelled"] == {"month": 12, "weekday": 7}
+    assert circles["label"].to_list() == ["month", "weekday"] and circles["size"].to_list() == [12, 7]
+    assert circles["members"][0].to_list() == list(range(12)) and circles["positions"][0].to_list() == list(range(12))
+    assert (circles["order"] == 1).all(), circles
+    for c in summary["circles"]:
+        assert c["score"] > 0.5 and c["score"] > 4 * c["chance"] and c["p"] <= 0.002, c
+    assert (root / "analysis" / "polytope" / "circles.png").is_file()
+
+
+def test_the_analysis_does_not_see_a_rotation_of_the_neurons(calendar_squeezed, tmp_path) -> None:
+    """Linear neurons can be rotated without changing the Squeezer: nor may the analysis change."""
+    root, features, sq = calendar_squeezed
+    original = open_artifact(sq)
+    w = load_file(sq / "weights.safetensors")
+    q, r = np.linalg.qr(np.random.default_rng(1).standard_normal((8, 8)))
+    rotated = {**w, "W_enc": w["W_enc"] @ q, "W_dec": q.T @ w["W_dec"], "b_enc": w["b_enc"] @ q}
+    with ArtifactWriter(tmp_path / "rotated", "squeezer", command="test rotation", inputs=[open_artifact(features)],
+                        attrs=original.attrs) as out:
+        for name in original.files():
+            if name != "weights.safetensors":
+                out.write_bytes(name, original.read_bytes(name))
+        out.write_tensors("weights.safetensors", {k: v.astype(np.float32) for k, v in rotated.items()})
+    params = ("label_share=0.25", "random_groups=200")
+    before = squeezed.analyze(sq, features, out=tmp_path / "a", plugin="polytope", params=params)
+    after = squeezed.analyze(tmp_path / "rotated", features, out=tmp_path / "b", plugin="polytope", params=params)
+    for key in ("mean_D", "mean_D_chance", "dimensions_per_feature", "edge_share", "groups", "named", "D_at"):
+        assert after[key] == pytest.approx(before[key], rel=1e-4, abs=1e-6), key
+    for a, b in zip(before["circles"], after["circles"]):
+        assert b["score"] == pytest.approx(a["score"], rel=1e-3) and b["p"] == a["p"]
+
+
+def test_circle_scores_know_a_circle_in_order_from_one_out_of_order() -> None:
+    rng = np.random.default_rng(0)
+    angles = 2 * np.pi * np.arange(7) / 7
+    basis = np.linalg.qr(rng.standard_normal((16, 16)))[0]
+    V = unit_rows(np.c_[np.cos(angles), np.sin(angles), np.full(7, 0.5)] @ basis[:3])  # a cone round an axis
+    plan, rnd, order = circle_scores(V[None], np.arange(7)[None])
+    assert plan[0] == pytest.approx(1) and rnd[0] == pytest.approx(1) and order[0] == pytest.approx(1)
+    shuffled = circle_scores(V[None], np.array([[0, 2, 4, 6, 1, 3, 5]]))[2]  # winds three times: not in order
+    assert shuffled[0] == 0
+    plan, rnd, _ = circle_scores(unit_rows(rng.standard_normal((7, 16)))[None])
+    assert plan[0] < 0.8
+
+
+def unit_rows(V):
+    return V / np.linalg.norm(V, axis=1, keepdims=True)
+
+
+def test_bad_parameters_are_refused_in_one_line(calendar_squeezed, tmp_path) -> None:
+    _, _, sq = calendar_squeezed
+    result = CliRunner().invoke(app, ["analyze", str(sq), "-P", "polytope", "-p", "interference=0",
+                                      "--out", str(tmp_path)])
+    settings.quiet = False
+    assert result.exit_code == 1 and "polytope needs 0 < interference" in result.output
+
+
+# ----------------------------------------------------------------- themes
+
+
+@pytest.fixture(scope="module")
+def themes(themes_squeezed, tmp_path_factory):
+    features, sq, _ = themes_squeezed
+    return analyzed(tmp_path_factory.mktemp("themes"), sq, features)
+
+
+def test_themes_runs_with_its_labels(themes) -> None:
+    """The themes world's SAE (256 latents at blocks.1.hook_resid_pre) has no latent that
+    fires on one weekday or month: its cycle latents fire on all members alike, so no
+    represented feature reaches half its mass on one label and there is no ordered group."""
+    summary, groups, features = themes
+    assert summary["represented"] > 200 and len(features) == 256
+    assert groups["size"].sum() == summary["represented"]
+    assert summary["labelled"] == {} and summary["circles"] == []  # labels read, no feature carries one
+    assert summary["edge_share_chance"] > 0.2  # 32 dimensions: chance links everything at |cos| 0.2
+
+
+@pytest.mark.xfail(strict=True, reason="the shipped themes world has no per-weekday or per-month SAE latents "
+                   "(and its model does not place the cycles on ordered circles): see the polytope report")
+def test_themes_weekdays_and_months_are_circular_above_random_groups(themes) -> None:
+    summary, _, _ = themes
+    scored = {c["label"]: c for c in summary["circles"]}
+    assert set(scored) == {"weekday", "month"}
+    assert all(c["score"] > c["chance"] and c["p"] <= 0.01 for c in scored.values())
