@@ -41,7 +41,7 @@ def pentagon(tmp_path_factory):
 
 def test_the_pentagon_is_named_with_every_D_at_two_fifths(pentagon) -> None:
     summary, groups, features = pentagon
-    assert summary["named"] == {"pentagon": 1} and summary["labelled"] is None  # no features given
+    assert summary["named"] == {"pentagon": 1} and summary["labelled"] is None  # the toy has no cycle labels
     (group,) = groups.to_dicts()
     assert group["regular"] and (group["size"], group["rank"]) == (5, 2) and group["members"] == [0, 1, 2, 3, 4]
     assert features["D"].is_between(0.38, 0.42).all(), features["D"]
