@@ -12,14 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from codec_cli.analysis import Analysis, Context, Result
+from codec_plugins.packing import Roommates
 
 
 @dataclass(frozen=True)
-class Params:
-    relative: float = 0.3
-    """A neuron carries a feature whose |code weight| is at least this share of the neuron's largest."""
-    absolute: float = 0.1
-    """… and at least this |code weight|, in the Squeezer's input units (about 1 under --rescale max)."""
+class Params(Roommates):
     window: int = 1
     """Count co-occurrence within blocks of this many consecutive tokens of one context (1: the same token)."""
     threshold: float = 0.0
@@ -153,14 +150,13 @@ class OrGate(Analysis):
             chance.append(set_test(*set_stats(occ, fake), p)[3].mean() if poly else np.nan)
 
         # Pairs: among each neuron's largest roommates (members() sorts them by |weight|).
-        top = np.concatenate([carried[i][:p.max_roommates] for i in range(M)]) if M else f
-        top_n = np.concatenate([np.full(min(len(carried[i]), p.max_roommates), i) for i in range(M)]) if M else n
+        top = np.concatenate([carried[i][:p.max_roommates] for i in range(M)])
+        top_n = np.concatenate([np.full(min(len(carried[i]), p.max_roommates), i) for i in range(M)])
         pi, pj, pn = roommate_pairs(top, top_n)
-        code = pi * F + pj
-        uniq, first = np.unique(code, return_index=True)
+        uniq, at = np.unique(pi * F + pj, return_inverse=True)
         i, j = uniq // F, uniq % F
-        shared = [sorted(set(pn[code == c].tolist())) for c in uniq] if len(uniq) < 50_000 else \
-            [[int(pn[k])] for k in first]
+        order = np.lexsort((pn, at))  # the neurons each pair shares, grouped and in order
+        shared = [g.tolist() for g in np.split(pn[order], np.flatnonzero(np.diff(at[order])) + 1)] if len(uniq) else []
         pairs = pair_stats(occ, i, j, p)
         ri, rj = matcher.like(i), matcher.like(j)
         keep = ri != rj

@@ -89,6 +89,17 @@ def open_packing(squeezer) -> Packing:
                    mse=feats["mse"].to_numpy().astype(np.float64))
 
 
+@dataclass(frozen=True)
+class Roommates:
+    """The roommate rule's parameters, shared by every analysis that reads roommates, so
+    that one `-p relative=…` sets them all alike."""
+
+    relative: float = 0.3
+    """A neuron carries a feature whose |code weight| is at least this share of the neuron's largest."""
+    absolute: float = 0.1
+    """… and at least this |code weight|, in the Squeezer's input units (about 1 under --rescale max)."""
+
+
 def members(W_enc: np.ndarray, relative: float, absolute: float, among: np.ndarray | None = None):
     """Which features each neuron carries: |W_enc[i, n]| ≥ `absolute` and ≥ `relative`
     times the neuron's largest |weight|. Returns (feature, neuron, weight) arrays,

@@ -12,14 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from codec_cli.analysis import Analysis, Context, Result
+from codec_plugins.packing import Roommates
 
 
 @dataclass(frozen=True)
-class Params:
-    relative: float = 0.3
-    """A neuron carries a feature whose |code weight| is at least this share of the neuron's largest."""
-    absolute: float = 0.1
-    """… and at least this |code weight|, in the Squeezer's input units (about 1 under --rescale max)."""
+class Params(Roommates):
     rotations: int = 20
     """Random rotations of the neuron basis for the chance baseline."""
     seed: int = 0

@@ -9,7 +9,6 @@ About a minute on a 2-core CPU.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -18,34 +17,15 @@ import polars as pl
 import pytest
 import torch
 from safetensors.numpy import load_file
-from typer.testing import CliRunner
 
-from codec_cli.cli import app
-from codec_cli.console import settings
+import squeezed as worlds
 from codec_cli.toy import feature_dimensionality
-
-SQUEEZE = ("--m", 2, "--k", 5, "--restarts", 8, "--steps", 3000, "--lr", 1e-2)
-
-
-def codec(*args) -> dict:
-    result = CliRunner().invoke(app, ["-q", *map(str, args), "--json"])
-    settings.quiet = False
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def squeezed(root: Path, sparsity: float, decay: float, *extra, train_toy: bool = False) -> tuple[Path, dict]:
-    toy = [] if train_toy else ["-p", "steps=1", "-p", "n_instances=1"]
-    codec("world", "build", "toy", "-p", "n_features=5", "-p", "n_hidden=2", "-p", f"sparsity={sparsity}",
-          "-p", f"importance_decay={decay}", "-p", "sae_steps=1", "-p", "sae_k=1", "-p", "n_samples=16", *toy,
-          "--out", root / "world")
-    codec("extract", root / "world", "--sae", "oracle", "--tokens", 40_000, "--k", 5, "--out", root / "features")
-    if decay != 1.0:
-        pl.DataFrame({"feature": range(5), "importance": [decay**i for i in range(5)]}).write_parquet(
-            root / "importance.parquet")
-        extra = ("--importance", root / "importance.parquet", *extra)
-    out = root / "squeezer"
-    return out, codec("squeeze", root / "features", *SQUEEZE, *extra, "--out", out)
+    """(squeezer, metrics) of a toy world of n=5 features in m=2 (tests/squeezed.py)."""
+    _, out, metrics = worlds.toy(root, sparsity=sparsity, decay=decay, train_toy=train_toy, squeeze=extra)
+    return out, metrics
 
 
 def directions(out: Path) -> torch.Tensor:
@@ -132,7 +112,7 @@ def test_untied_squeezer_reaches_at_least_the_tied_loss(pentagon, tmp_path) -> N
     what must hold is a loss no worse than the tied one, with every feature passed through."""
     _, tied = pentagon
     features = pentagon[0].parent / "features"
-    untied = codec("squeeze", features, *SQUEEZE, "--no-tied", "--out", tmp_path / "untied")
+    untied = worlds.codec("squeeze", features, *worlds.SQUEEZE, "--k", 5, "--no-tied", "--out", tmp_path / "untied")
     assert untied["loss"] <= tied["loss"] * 1.02
     gain = pl.read_parquet(tmp_path / "untied" / "features.parquet")["gain"]
     assert (gain > 0.5).all(), gain
