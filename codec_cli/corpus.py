@@ -12,10 +12,11 @@ and of an SAE on its residual stream, can be checked against the answer:
   clusters of SAE atoms that follow the topic vocabularies.
 - cycles: weekdays and months appear in ordered contexts ("after X comes X+1",
   "the day before X is X-1", "two days after X comes X+2"), wrap-around included,
-  so predicting the next word needs the cyclic order. Expect the day and month
-  representations to lie on circles in a 2-D subspace, the irreducible
-  multi-dimensional features of Engels et al. 2024, "Not All Language Model
-  Features Are (One-Dimensionally) Linear".
+  so predicting the next word needs the cyclic order. The text alone does not put
+  the days and months on circles (a small model learns the order as a lookup
+  table); the themes model holds their embeddings on circles (themes.py,
+  `cycle_radius`), the irreducible multi-dimensional features of Engels et al.
+  2024, "Not All Language Model Features Are (One-Dimensionally) Linear".
 - exclusive alternatives: each document picks one place (of 16) and one name
   (of 8) and repeats it, so two places or two names never co-occur in a document.
   Features that never co-occur are the cheap case for superposition in Elhage et
@@ -229,6 +230,12 @@ def _word_class(element: tuple) -> int | str:
     """The class of words an element can produce: one fixed word (its id), or one of
     "theme", "weekday", "month", "place", "name", which partition the other words."""
     return element[1] if element[0] in ("word", "cycle", "step") else element[0]
+
+
+def cycle_members(cfg: ThemesCorpusConfig = ThemesCorpusConfig()) -> dict[str, list[int]]:
+    """Token ids of each cycle (weekday, month), in cyclic order."""
+    members = _world(cfg).members
+    return {name: members[name] for name in CYCLES}
 
 
 def vocabulary(cfg: ThemesCorpusConfig = ThemesCorpusConfig()) -> list[str]:

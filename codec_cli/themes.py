@@ -18,7 +18,10 @@ learned what corpus.py plants, and a researcher should expect to find inside it:
   of the document.
 - cycles: "after X comes", "the day before X is", "two days after X comes" can only be
   completed by knowing the order of the weekdays and months, wrap-around included.
-  Look for days and months on circles in a 2-D subspace (Engels et al. 2024).
+  The days' and months' embeddings are held on circles, each cycle in a plane of its
+  own (`cycle_radius`, `cycle_circles`), so the residual stream carries them as the
+  circles Engels et al. 2024 found in Mistral and Llama, and an SAE tiles each circle
+  with latents that fire on arcs of it.
 - exclusive alternatives: a document's one place and one name are repeated, never
   mixed, so the model copies them from context (look for copying heads). Features for
   places (or names) never co-occur, the cheap case for superposition: look for them
@@ -50,8 +53,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from codec_cli.corpus import (ThemesCorpusConfig, build_tokenizer, documents, exact_corpus_entropy, ground_truth,
-                              load_tokenizer, save_tokenizer, token_batches, token_logprobs, vocabulary)
+from codec_cli.corpus import (CYCLES, ThemesCorpusConfig, build_tokenizer, cycle_members, documents,
+                              exact_corpus_entropy, ground_truth, load_tokenizer, save_tokenizer, token_batches, token_logprobs, vocabulary)
 from codec_cli.errors import ArtifactError, BadInput
 from codec_cli.models import torch_threads
 
@@ -59,6 +62,8 @@ from codec_cli.models import torch_threads
 # training stream and do not shift when `steps` or `batch_size` change.
 _EVAL_SEED_OFFSET = 1_000_003
 _EVAL_BATCH = 256
+# Seeds the cycle planes apart from the initial weights, which cfg.seed seeds directly.
+_PLANE_SEED = 7_000_003
 _REPORT_EVERY = 10
 # Activations whose hook names match the rest of transformer-lens's MLPs (the "_ln"
 # ones add a hook, the exotic ones are not worth a CLI choice).
@@ -120,6 +125,14 @@ class ThemesModelConfig:
     """Held-out documents (from another corpus seed) the final loss is measured on."""
     threads: int = 1
     """Torch CPU threads while training (restored afterwards). One is fastest for a model this small."""
+    # Planted because the model, left alone, learns the cycles as a lookup table with no
+    # circle in it (measured: per-day residual means spread over six principal components,
+    # and no SAE latent per day or arc of days); with its embeddings held on circles the
+    # residual stream is planar and the SAE tiles each circle with arc latents, as Engels
+    # et al. found in Mistral and Llama. Learned embeddings average 0.95 in norm.
+    cycle_radius: float = 1.5
+    """Radius of the circles the weekday and month embeddings are held on: a cycle's tokens sit in
+    order at equal angles in a plane of its own and never train. 0 lets them train like any token."""
 
     def __post_init__(self) -> None:
         _ = self.corpus  # ThemesCorpusConfig checks the corpus fields, with the same flag names
@@ -134,6 +147,8 @@ class ThemesModelConfig:
                 raise BadInput(f"--{name} must be a non-negative integer, got {value!r}")
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < math.inf):
             raise BadInput(f"--lr must be a positive number, got {self.lr!r}")
+        if not (isinstance(self.cycle_radius, (int, float)) and 0 <= self.cycle_radius < math.inf):
+            raise BadInput(f"--cycle-radius must be a number >= 0, got {self.cycle_radius!r}")
         if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < math.inf):
             raise BadInput(f"--weight-decay must be a number >= 0, got {self.weight_decay!r}")
         if self.act_fn not in _ACTIVATIONS:
@@ -160,6 +175,40 @@ def _new_model(config: HookedTransformerConfig, tokenizer) -> HookedTransformer:
         # bridge, which wraps Hugging Face models; a model built from a config has none.
         warnings.simplefilter("ignore", DeprecationWarning)
         return HookedTransformer(config, tokenizer=tokenizer)
+
+
+def cycle_planes(cfg: ThemesModelConfig) -> dict[str, torch.Tensor]:
+    """Each cycle's plane in the embedding space: an orthonormal pair [2, d_model], fixed by cfg.seed."""
+    generator = torch.Generator().manual_seed(_PLANE_SEED + cfg.seed)
+    basis = torch.randn(cfg.d_model, 2 * len(CYCLES), generator=generator, dtype=torch.float64)
+    # Orthogonal to the all-ones direction, which LayerNorm's centring would remove.
+    basis -= basis.mean(0)
+    basis = torch.linalg.qr(basis).Q.T.float()
+    return {name: basis[2 * i: 2 * i + 2] for i, name in enumerate(CYCLES)}
+
+
+def cycle_circles(cfg: ThemesModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token ids [T], their embeddings [T, d_model]) of the cycles' tokens, held fixed in training.
+
+    Token k of a cycle of n sits at angle 2πk/n on a circle of radius cfg.cycle_radius in its
+    cycle's plane (`cycle_planes`): the day and month circles of Engels et al. 2024, planted.
+    """
+    planes = cycle_planes(cfg)
+    ids, points = [], []
+    for name, tokens in cycle_members(cfg.corpus).items():
+        for k, token in enumerate(tokens):
+            angle = 2 * math.pi * k / len(tokens)
+            ids.append(token)
+            points.append(cfg.cycle_radius * (math.cos(angle) * planes[name][0] + math.sin(angle) * planes[name][1]))
+    return torch.tensor(ids), torch.stack(points)
+
+
+def _hold_circles(model: HookedTransformer, circles: tuple[torch.Tensor, torch.Tensor]) -> None:
+    # Rewritten after every step rather than masked out of the gradient, because AdamW's
+    # decoupled weight decay would otherwise shrink the circles.
+    ids, points = circles
+    with torch.no_grad():
+        model.embed.W_E[ids] = points
 
 
 def _lr_factor(cfg: ThemesModelConfig, step: int) -> float:
@@ -191,6 +240,9 @@ def train_model(cfg: ThemesModelConfig = ThemesModelConfig(),
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             model = _new_model(model_config(cfg), build_tokenizer(corpus))
+        circles = cycle_circles(cfg) if cfg.cycle_radius > 0 else None
+        if circles is not None:
+            _hold_circles(model, circles)
         model.train()
         # beta2 = 0.99 rather than 0.999: a shorter memory of gradient scale suits a run this
         # short (measured: a slightly lower final loss at 1000 and 1500 steps).
@@ -205,6 +257,8 @@ def train_model(cfg: ThemesModelConfig = ThemesModelConfig(),
             loss.backward()
             optimizer.step()
             schedule.step()
+            if circles is not None:
+                _hold_circles(model, circles)
             recent.append(loss.item())
             if on_step is not None and ((step + 1) % _REPORT_EVERY == 0 or step + 1 == cfg.steps):
                 on_step(step + 1, recent[-1])

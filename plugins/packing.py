@@ -137,12 +137,14 @@ def roommate_pairs(feature: np.ndarray, neuron: np.ndarray) -> tuple[np.ndarray,
     return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_n)
 
 
-def labels(features, columns: list[str], d_sae: int):
-    """What each feature fires on, from the token tables' ground-truth columns (e.g. the
-    themes world's `cycle` and `cycle_position`): per feature the combination of the
-    columns' values that carries most of its activation mass, and that mass's share.
+def label_mass(features, columns: list[str], d_sae: int):
+    """Where each feature's activation mass lands, by the token tables' ground-truth columns
+    (e.g. the themes world's `cycle` and `cycle_position`).
 
-    Returns a polars DataFrame (feature, share, *columns), or None when a column is absent.
+    Returns (keys, mass [len(keys), d_sae], total [d_sae]): the combinations of the columns'
+    values seen (sorted; tokens with a null in any column are left out of every key), the
+    mass each feature puts on each, and each feature's whole mass; None when a column is
+    absent or the features have no token tables.
     """
     import numpy as np
     import polars as pl
@@ -168,12 +170,5 @@ def labels(features, columns: list[str], d_sae: int):
             key = tuple(group[c][0] for c in columns)
             add = np.bincount(idx[chosen], val[chosen], minlength=d_sae)
             mass[key] = mass[key] + add if key in mass else add
-    if not mass:
-        return pl.DataFrame({"feature": [], "share": [], **{c: [] for c in columns}})
     keys = sorted(mass)
-    stack = np.stack([mass[k] for k in keys])
-    best = stack.argmax(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        share = np.where(total > 0, stack.max(0) / total, 0.0)
-    cols = {c: [keys[b][n] for b in best] for n, c in enumerate(columns)}
-    return pl.DataFrame({"feature": np.arange(d_sae, dtype=np.int32), "share": share, **cols})
+    return keys, np.stack([mass[k] for k in keys]) if keys else np.zeros((0, d_sae)), total

@@ -50,7 +50,9 @@ class Params:
     order_by: str = "cycle_position"
     """Token-table column giving each label's place in its group's cyclic order."""
     label_share: float = 0.5
-    """A feature joins an ordered group when at least this share of its activation mass lands on one label."""
+    """A feature joins an ordered group when at least this share of its activation mass lands on the group's tokens…"""
+    concentration: float = 0.5
+    """…and that mass is this concentrated round the cycle (mean resultant length; 0 even, 1 on one position)."""
     seed: int = 0
     """Seed of the random codes and random groups."""
 
@@ -158,14 +160,16 @@ def name_group(size: int, rank: int, cos, D, regular_tol: float) -> tuple[str, b
 # ----------------------------------------------------------------- circles
 
 
-def circle_scores(V, positions=None):
+def circle_scores(V, positions=None, period=None):
     """How well each of n groups of g unit codes V [n, g, M] lies on a circle.
 
     Centred and projected on the top-2 principal plane: planarity = (s1² + s2²) / Σ s²,
     roundness = max(0, 1 − std(r) / mean(r)) for the radii r in that plane, and, given
-    positions [n, g], order = |mean sign of the angular steps| from each position to the
-    next (cyclic), 0 unless they wind once round; members sharing a position are averaged
-    first. Returns (planarity, roundness, order) arrays [n], order None without positions."""
+    positions [n, g] round a cycle of `period`, order = |mean_k e^{i(±θ_k − 2π p_k/period)}|
+    (the better of the two orientations) for the members' angles θ_k in the plane: 1 when
+    every member sits at the angle its position calls for, up to a rotation, and about
+    1/√g for angles that ignore the positions. Returns (planarity, roundness, order)
+    arrays [n], order None without positions."""
     import numpy as np
 
     X = V - V.mean(1, keepdims=True)
@@ -179,29 +183,22 @@ def circle_scores(V, positions=None):
     roundness = np.where(mean_r > 0, np.clip(1 - r.std(1) / np.where(mean_r > 0, mean_r, 1), 0, None), 0.0)
     if positions is None:
         return planarity, roundness, None
-    order = np.zeros(len(V))
-    for n, (p, pos) in enumerate(zip(P, positions)):
-        places, at = np.unique(pos, return_inverse=True)
-        if len(places) < 3:
-            continue
-        centre = np.zeros((len(places), 2))
-        np.add.at(centre, at, p)
-        theta = np.arctan2(centre[:, 1], centre[:, 0])
-        step = np.angle(np.exp(1j * (np.roll(theta, -1) - theta)))
-        if abs(round(step.sum() / (2 * np.pi))) == 1:
-            order[n] = abs(np.sign(step).mean())
+    theta = np.arctan2(P[..., 1], P[..., 0])
+    phi = 2 * np.pi * np.asarray(positions, dtype=np.float64) / period
+    order = np.maximum(np.abs(np.exp(1j * (theta - phi)).mean(1)), np.abs(np.exp(1j * (-theta - phi)).mean(1)))
     return planarity, roundness, order
 
 
-def circle_score(U, groups, positions=None):
-    """planarity × roundness (× order given positions) of groups [n, g] of rows of U."""
+def circle_score(U, groups, positions=None, period=None):
+    """planarity × roundness (× order given positions round a cycle of `period`) of groups [n, g] of rows of U."""
     import numpy as np
 
-    pl, rd, od = circle_scores(U[groups], None if positions is None else np.broadcast_to(positions, groups.shape))
+    pl, rd, od = circle_scores(U[groups], None if positions is None else np.broadcast_to(positions, groups.shape),
+                               period)
     return pl * rd * (1 if od is None else od), (pl, rd, od)
 
 
-def random_scores(U, size: int, positions, n: int, rng):
+def random_scores(U, size: int, positions, n: int, rng, period=None):
     """The circle score of n random groups of `size` rows of U (in a random order when
     positions are given); None when the group is over half of U, for then random groups
     would mostly be the group itself."""
@@ -209,7 +206,8 @@ def random_scores(U, size: int, positions, n: int, rng):
 
     if n < 1 or 2 * size > len(U):
         return None
-    return circle_score(U, np.stack([rng.choice(len(U), size, replace=False) for _ in range(n)]), positions)[0]
+    return circle_score(U, np.stack([rng.choice(len(U), size, replace=False) for _ in range(n)]), positions,
+                        period)[0]
 
 
 def against(score: float, null) -> dict:
@@ -220,15 +218,20 @@ def against(score: float, null) -> dict:
 
 
 def ordered_groups(features, p: Params, rep, F: int, log):
-    """({label: count}, {label: (features, positions)}): the represented features that carry
-    one label of `group_by`/`order_by` in the features' token tables, how many per label,
-    and the groups of them with 3 positions or more. (None, {}) and a line saying why when
-    there are no labels to read."""
+    """({label: count}, {label: (features, positions, period)}): the represented features that belong
+    to one label of `group_by` in the features' token tables, how many per label, and the
+    groups of 3 or more, sorted by position.
+
+    A feature belongs to label L when at least `label_share` of its activation mass lands on
+    L's tokens and that mass is concentrated round L's cycle (`order_by` = 0…n−1): its mean
+    resultant length R = |Σ_q m_q e^{2πiq/n}| / Σ_q m_q is at least `concentration`. Its
+    position is the circular mean, arg(Σ_q m_q e^{2πiq/n}) · n/2π, so that a feature firing
+    on an arc of days sits at the arc's middle. (None, {}) and a line saying why when there
+    are no labels to read."""
     import numpy as np
-    import polars as pl
 
     from codec_cli.errors import BadInput
-    from codec_plugins.packing import labels
+    from codec_plugins.packing import label_mass
 
     if features is None:
         log("polytope: no features artifact given, so no ordered groups")
@@ -236,20 +239,39 @@ def ordered_groups(features, p: Params, rep, F: int, log):
     if features.attrs.get("d_sae") != F:
         raise BadInput(f"{features.path}: d_sae {features.attrs.get('d_sae')}, but the squeezer packs {F} features",
                        hint="pass the features artifact the squeezer was trained on")
-    table = labels(features, [p.group_by, p.order_by], F)
-    if table is None:
+    if p.group_by == p.order_by:
+        raise BadInput(f"polytope: -p group_by and -p order_by are both {p.group_by!r}; "
+                       "order_by names the column of positions within each group")
+    found = label_mass(features, [p.group_by, p.order_by], F)
+    if found is None:
         log(f"polytope: the features have no token tables with {p.group_by!r} and {p.order_by!r}, "
             "so no ordered groups")
         return None, {}
-    table = table.filter(pl.col("share") >= p.label_share, pl.col(p.group_by).is_not_null())
-    table = table.filter(pl.Series(rep[table["feature"].to_numpy().astype(np.int64)], dtype=pl.Boolean))
-    groups = {str(key[0]): g.sort(p.order_by, "feature")
-              for key, g in table.partition_by(p.group_by, as_dict=True).items()}
-    log(f"polytope: represented features with ≥ {p.label_share:.0%} of their mass on one {p.group_by} "
-        f"{p.order_by}: " + (", ".join(f"{k} {len(g)}" for k, g in sorted(groups.items())) or "none"))
-    return {k: len(g) for k, g in sorted(groups.items())}, {
-        k: (g["feature"].to_numpy(), g[p.order_by].to_numpy()) for k, g in sorted(groups.items())
-        if g[p.order_by].n_unique() >= 3}
+    keys, mass, total = found
+    counts, groups = {}, {}
+    for label in sorted({str(k[0]) for k in keys}):
+        rows = [i for i, k in enumerate(keys) if str(k[0]) == label]
+        where = np.array([keys[i][1] for i in rows])
+        if where.dtype.kind not in "iu" or where.min() < 0:
+            raise BadInput(f"polytope: -p order_by={p.order_by!r} must name a column of positions 0, 1, …, "
+                           f"n−1 round each cycle; its values for {label!r} are {sorted(where.tolist())[:5]}…")
+        n = where.max() + 1
+        m = mass[rows]
+        on = m.sum(0)
+        z = np.exp(2j * np.pi * where / n) @ m
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(total > 0, on / total, 0.0)
+            R = np.where(on > 0, np.abs(z) / on, 0.0)
+        members = np.flatnonzero((share >= p.label_share) & (R >= p.concentration) & rep)
+        counts[label] = len(members)
+        positions = np.round(np.angle(z[members]) % (2 * np.pi) * n / (2 * np.pi), 6) % n
+        order = np.lexsort((members, positions))
+        if len(members) >= 3:
+            groups[label] = members[order], positions[order], n
+    log(f"polytope: represented features with ≥ {p.label_share:.0%} of their mass on one {p.group_by}, "
+        f"concentrated round it (R ≥ {p.concentration}): "
+        + (", ".join(f"{k} {v}" for k, v in counts.items() if v) or "none"))
+    return counts, groups
 
 
 # ----------------------------------------------------------------- the plugin
@@ -271,9 +293,9 @@ class Polytope(Analysis):
 
         p = ctx.params
         if not (0 < p.interference <= 1 and 0 < p.rank_tol < 1 and p.regular_tol >= 0 and p.random_groups >= 0
-                and 0 < p.label_share <= 1):
+                and 0 < p.label_share <= 1 and 0 <= p.concentration <= 1):
             raise BadInput("polytope needs 0 < interference ≤ 1, 0 < rank_tol < 1, regular_tol ≥ 0, "
-                           "random_groups ≥ 0 and 0 < label_share ≤ 1")
+                           "random_groups ≥ 0, 0 < label_share ≤ 1 and 0 ≤ concentration ≤ 1")
         squeezer = ctx.inputs["squeezer"]
         pk = open_packing(squeezer)
         F, M = pk.shape
@@ -328,10 +350,10 @@ class Polytope(Analysis):
         # Circles of the labelled groups, in their order, against random groups in a random order.
         labelled, ordered = ordered_groups(ctx.inputs.get("features"), p, rep, F, ctx.log)
         circles = []
-        for label, (members, positions) in ordered.items():
+        for label, (members, positions, period) in ordered.items():
             local = np.searchsorted(idx, members)
-            score, (pl_, rd, od) = circle_score(U, local[None], positions)
-            c = against(score[0], random_scores(U, len(local), positions, p.random_groups, rng))
+            score, (pl_, rd, od) = circle_score(U, local[None], positions, period)
+            c = against(score[0], random_scores(U, len(local), positions, p.random_groups, rng, period))
             circles.append({"label": label, "size": len(local), "members": members.tolist(),
                             "positions": positions.tolist(), "planarity": pl_[0], "roundness": rd[0],
                             "order": od[0], "score": score[0], **c})
@@ -399,7 +421,7 @@ def schemas():
               "expected_D": f, "mean_D": f, "min_D": f, "max_D": f, "mean_cos": f, "min_cos": f,
               "max_outside_cos": f, "circle_planarity": f, "circle_roundness": f, "circle_score": f,
               "circle_chance": f, "circle_p": f}
-    circles = {"label": pl.String, "size": i, "members": pl.List(i), "positions": pl.List(i), "planarity": f,
+    circles = {"label": pl.String, "size": i, "members": pl.List(i), "positions": pl.List(f), "planarity": f,
                "roundness": f, "order": f, "score": f, "chance": f, "p": f}
     return groups, circles
 
@@ -480,7 +502,7 @@ def circles_figure(circles, W, group_by: str):
         ax.plot(P[loop, 0], P[loop, 1], color="tab:orange", linewidth=1)
         ax.scatter(P[:, 0], P[:, 1], color="tab:orange", s=18, zorder=3)
         for (x, y), pos, f in zip(P, c["positions"], c["members"]):
-            ax.annotate(f"{pos} (f{f})", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+            ax.annotate(f"{pos:.3g} (f{f})", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
         ax.set(aspect="equal", xticks=[], yticks=[])
         ax.margins(0.15)
         ax.set_title(f"{group_by} {c['label']}: {c['size']} features\ncircle score {c['score']:.2f}; "

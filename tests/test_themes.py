@@ -18,7 +18,8 @@ import torch
 from codec_cli.config import field_docs
 from codec_cli.corpus import documents, to_text, token_batches, vocabulary
 from codec_cli.errors import BadInput
-from codec_cli.themes import ThemesModelConfig, load_model, model_config, save_model, train_model
+from codec_cli.themes import (ThemesModelConfig, cycle_circles, cycle_planes, load_model, model_config, save_model,
+                              train_model)
 
 SMALL = ThemesModelConfig(n_ctx=32, d_model=32, n_heads=4, d_head=8, d_mlp=64, steps=300, batch_size=32,
                           warmup=20, lr=3e-3, eval_docs=128)
@@ -29,6 +30,24 @@ def trained():
     reports: list[tuple[int, float]] = []
     model, metrics = train_model(SMALL, on_step=lambda step, loss: reports.append((step, loss)))
     return model, metrics, reports
+
+
+def test_cycle_embeddings_stay_on_their_circles_through_training(trained) -> None:
+    model = trained[0]
+    ids, points = cycle_circles(SMALL)
+    assert torch.equal(model.W_E[ids], points)
+    for plane in cycle_planes(SMALL).values():  # orthonormal, and untouched by LayerNorm's centring
+        assert torch.allclose(plane @ plane.T, torch.eye(2), atol=1e-6)
+        assert torch.allclose(plane.sum(1), torch.zeros(2), atol=1e-5)
+    radii = points.norm(dim=1)
+    assert torch.allclose(radii, torch.full_like(radii, SMALL.cycle_radius), atol=1e-5)
+
+
+def test_cycle_radius_0_lets_the_cycle_embeddings_train() -> None:
+    cfg = dataclasses.replace(SMALL, cycle_radius=0.0, eval_docs=8)
+    ids = cycle_circles(SMALL)[0]
+    early, later = (train_model(dataclasses.replace(cfg, steps=steps))[0].W_E[ids] for steps in (1, 5))
+    assert not torch.allclose(early, later)
 
 
 def unigram_loss(cfg: ThemesModelConfig, n_docs: int = 2000) -> float:
@@ -124,6 +143,7 @@ def test_load_rejects_what_is_not_a_model(tmp_path, trained) -> None:
 @pytest.mark.parametrize("change", [
     {"n_layers": 0}, {"d_mlp": -1}, {"steps": 0}, {"lr": 0.0}, {"lr": float("nan")}, {"weight_decay": -1.0},
     {"warmup": -1}, {"seed": -1}, {"act_fn": "tanh"}, {"n_ctx": 1}, {"n_themes": 9}, {"eval_docs": 0},
+    {"cycle_radius": -1.0}, {"cycle_radius": float("inf")},
 ])
 def test_bad_config_is_bad_input(change) -> None:
     with pytest.raises(BadInput):

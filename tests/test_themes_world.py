@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,3 +78,23 @@ def test_sae_train_on_the_world_and_on_its_model_over_files(cli, world, tmp_path
                  "--hook", "blocks.0.hook_mlp_out", *fast, "--out", tmp_path / "b", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["d_sae"] == 128
+
+
+def test_the_cycles_are_planted_circles_and_the_residual_stream_keeps_them(world, model):
+    """The weekday and month embeddings are held on their circles; at the SAE's hook, after a
+    block of attention and MLP, the per-token means still lie on a circle in cyclic order."""
+    from codec_cli.corpus import cycle_members
+    from codec_cli.themes import cycle_circles, inputs
+    from codec_plugins.polytope import circle_scores
+
+    _, cfg = world.config()
+    ids, points = cycle_circles(cfg)
+    assert torch.equal(model.W_E[ids], points)
+    tokens = inputs(cfg, 0, 400)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=[cfg.sae_hook])
+    acts, tokens = cache[cfg.sae_hook].reshape(-1, cfg.d_model), tokens.reshape(-1)
+    for members in cycle_members(cfg.corpus).values():
+        means = torch.stack([acts[tokens == t].mean(0) for t in members]).double().numpy()
+        planarity, roundness, order = circle_scores(means[None], np.arange(len(members))[None], len(members))
+        assert planarity[0] > 0.8 and roundness[0] > 0.8 and order[0] > 0.95, (planarity, roundness, order)
