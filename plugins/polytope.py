@@ -255,7 +255,7 @@ def ordered_groups(features, p: Params, rep, F: int, log):
         if where.dtype.kind not in "iu" or where.min() < 0:
             raise BadInput(f"polytope: -p order_by={p.order_by!r} must name a column of positions 0, 1, …, "
                            f"n−1 round each cycle; its values for {label!r} are {sorted(where.tolist())[:5]}…")
-        n = where.max() + 1
+        n = int(where.max()) + 1
         m = mass[rows]
         on = m.sum(0)
         z = np.exp(2j * np.pi * where / n) @ m
@@ -355,8 +355,8 @@ class Polytope(Analysis):
             score, (pl_, rd, od) = circle_score(U, local[None], positions, period)
             c = against(score[0], random_scores(U, len(local), positions, p.random_groups, rng, period))
             circles.append({"label": label, "size": len(local), "members": members.tolist(),
-                            "positions": positions.tolist(), "planarity": pl_[0], "roundness": rd[0],
-                            "order": od[0], "score": score[0], **c})
+                            "positions": positions.tolist(), "period": period, "planarity": pl_[0],
+                            "roundness": rd[0], "order": od[0], "score": score[0], **c})
 
         Drep = D[rep]
         named: dict[str, int] = {}
@@ -421,7 +421,8 @@ def schemas():
               "expected_D": f, "mean_D": f, "min_D": f, "max_D": f, "mean_cos": f, "min_cos": f,
               "max_outside_cos": f, "circle_planarity": f, "circle_roundness": f, "circle_score": f,
               "circle_chance": f, "circle_p": f}
-    circles = {"label": pl.String, "size": i, "members": pl.List(i), "positions": pl.List(f), "planarity": f,
+    circles = {"label": pl.String, "size": i, "members": pl.List(i), "positions": pl.List(f), "period": i,
+               "planarity": f,
                "roundness": f, "order": f, "score": f, "chance": f, "p": f}
     return groups, circles
 
@@ -499,10 +500,12 @@ def circles_figure(circles, W, group_by: str):
     for ax, c in zip(fig.subplots(1, len(circles), squeeze=False).ravel(), circles):
         P = plane(unit(W[c["members"]]), centre=True)
         loop = np.r_[np.arange(len(P)), 0]  # members come sorted by position: joined in order, and round again
-        ax.plot(P[loop, 0], P[loop, 1], color="tab:orange", linewidth=1)
-        ax.scatter(P[:, 0], P[:, 1], color="tab:orange", s=18, zorder=3)
+        ax.plot(P[loop, 0], P[loop, 1], color="0.6", linewidth=1)
+        # A cyclic colour map: a circle in order shows the colours going once round.
+        ax.scatter(P[:, 0], P[:, 1], c=np.asarray(c["positions"]) / c["period"], cmap="twilight", vmin=0, vmax=1,
+                   s=30, zorder=3, edgecolors="0.2", linewidths=0.5)
         for (x, y), pos, f in zip(P, c["positions"], c["members"]):
-            ax.annotate(f"{pos:.3g} (f{f})", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+            ax.annotate(f"{pos:.1f} (f{f})", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
         ax.set(aspect="equal", xticks=[], yticks=[])
         ax.margins(0.15)
         ax.set_title(f"{group_by} {c['label']}: {c['size']} features\ncircle score {c['score']:.2f}; "
