@@ -4,7 +4,8 @@ Toy world, oracle SAE, n=5 features in m=2 (science.md §1): a regular pentagon 
 sparsity, two antipodal pairs at S=0.8 and two features of their own when dense.
 A calendar of features that fire as a bump round a cycle is packed on ordered circles
 (the top principal components of a circulant co-activation are the circle's Fourier
-pair). The themes world shows what its SAE gives. Squeezers are built through the CLI
+pair). In the themes world, whose weekday and month embeddings sit on circles, the SAE's
+arc latents come out as ordered circles too. Squeezers are built through the CLI
 (tests/squeezed.py), once per module.
 """
 
