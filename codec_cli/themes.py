@@ -54,7 +54,8 @@ from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from codec_cli.corpus import (CYCLES, ThemesCorpusConfig, build_tokenizer, cycle_members, documents,
-                              exact_corpus_entropy, ground_truth, load_tokenizer, save_tokenizer, token_batches, token_logprobs, vocabulary)
+                              exact_corpus_entropy, ground_truth, load_tokenizer, save_tokenizer, token_batches,
+                              token_logprobs, vocabulary)
 from codec_cli.errors import ArtifactError, BadInput
 from codec_cli.models import torch_threads
 
@@ -149,6 +150,9 @@ class ThemesModelConfig:
             raise BadInput(f"--lr must be a positive number, got {self.lr!r}")
         if not (isinstance(self.cycle_radius, (int, float)) and 0 <= self.cycle_radius < math.inf):
             raise BadInput(f"--cycle-radius must be a number >= 0, got {self.cycle_radius!r}")
+        if self.cycle_radius > 0 and self.d_model <= 2 * len(CYCLES):
+            raise BadInput(f"--d-model must be over {2 * len(CYCLES)} to hold a plane per cycle off LayerNorm's "
+                           f"all-ones direction, got {self.d_model}; or --cycle-radius 0")
         if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < math.inf):
             raise BadInput(f"--weight-decay must be a number >= 0, got {self.weight_decay!r}")
         if self.act_fn not in _ACTIVATIONS:

@@ -50,7 +50,7 @@ class Params:
     order_by: str = "cycle_position"
     """Token-table column giving each label's place in its group's cyclic order."""
     label_share: float = 0.5
-    """A feature joins an ordered group when at least this share of its activation mass lands on the group's tokens…"""
+    """A feature joins an ordered group when at least this share of its activation mass lands on its tokens…"""
     concentration: float = 0.5
     """…and that mass is this concentrated round the cycle (mean resultant length; 0 even, 1 on one position)."""
     seed: int = 0

@@ -143,7 +143,7 @@ def test_load_rejects_what_is_not_a_model(tmp_path, trained) -> None:
 @pytest.mark.parametrize("change", [
     {"n_layers": 0}, {"d_mlp": -1}, {"steps": 0}, {"lr": 0.0}, {"lr": float("nan")}, {"weight_decay": -1.0},
     {"warmup": -1}, {"seed": -1}, {"act_fn": "tanh"}, {"n_ctx": 1}, {"n_themes": 9}, {"eval_docs": 0},
-    {"cycle_radius": -1.0}, {"cycle_radius": float("inf")},
+    {"cycle_radius": -1.0}, {"cycle_radius": float("inf")}, {"d_model": 4, "n_heads": 1, "d_head": 4},
 ])
 def test_bad_config_is_bad_input(change) -> None:
     with pytest.raises(BadInput):
