@@ -159,16 +159,23 @@ def label_mass(features, columns: list[str], d_sae: int):
         tokens = features.table(name)
         if any(c not in tokens.columns for c in columns):
             return None
-        keys = tokens.select(columns).with_row_index("row")
         fired = shard.indices >= 0
         rows = np.nonzero(fired)[0]
         idx = shard.indices[fired].astype(np.int64)
         val = np.abs(shard.values[fired].astype(np.float64))
         total += np.bincount(idx, val, minlength=d_sae)
-        for group in keys.filter(pl.all_horizontal(pl.col(c).is_not_null() for c in columns)).partition_by(columns):
-            chosen = np.isin(rows, group["row"].to_numpy())
-            key = tuple(group[c][0] for c in columns)
-            add = np.bincount(idx[chosen], val[chosen], minlength=d_sae)
+        # Each token's key as a small integer, so that one bincount serves every key: the
+        # cost follows the stored activations, not their number times the number of keys.
+        groups = (tokens.select(columns).with_row_index("row")
+                  .filter(pl.all_horizontal(pl.col(c).is_not_null() for c in columns))
+                  .group_by(columns).agg(pl.col("row")))
+        code = np.full(len(tokens), -1, dtype=np.int64)
+        for g, members in enumerate(groups["row"].to_list()):
+            code[members] = g
+        at = code[rows]
+        keep = at >= 0
+        added = np.bincount(at[keep] * d_sae + idx[keep], val[keep], minlength=len(groups) * d_sae)
+        for key, add in zip(groups.select(columns).iter_rows(), added.reshape(len(groups), d_sae)):
             mass[key] = mass[key] + add if key in mass else add
     keys = sorted(mass)
     return keys, np.stack([mass[k] for k in keys]) if keys else np.zeros((0, d_sae)), total
