@@ -236,8 +236,6 @@ class Batches:
                     step += 1
 
 
-SUMMARY = tuple(Stats(1).summary())
-"""The attrs that summarise the rows; recomputed whenever shards are joined."""
 RANK_PARAMS = ("shard", "of", "out", "resume")
 """Extraction settings that may differ between the parts of one extraction."""
 
@@ -263,9 +261,13 @@ def merge(parts: list[Path], out: Path) -> dict:
                        + (f" (missing {', '.join(map(str, missing))})" if missing else ""),
                        hint="pass every part of the one extraction")
 
+    # The attrs that summarise the rows differ between parts and are recomputed on joining.
+    # Derived here, not at import, which would load numpy on every `codec` start.
+    summary = Stats(1).summary().keys()
+
     def setting(a):
         return ({k: v for k, v in a.manifest["params"].items() if k not in RANK_PARAMS},
-                {k: v for k, v in a.attrs.items() if k not in SUMMARY and k != "part"})
+                {k: v for k, v in a.attrs.items() if k not in summary and k != "part"})
 
     for a in arts[1:]:
         if setting(a) != setting(arts[0]):
