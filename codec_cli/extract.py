@@ -262,7 +262,10 @@ class Encoder:
         acts = {}
         for h in hooks:
             a = cache[h]
-            if a.shape[:x.ndim] != x.shape:
+            # A sample's activations need not be as wide as the sample itself (the toy
+            # world's hook_hidden is narrower than its input): only the leading axes must match.
+            lead = x.shape if self.stream.language else x.shape[:1]
+            if a.shape[:len(lead)] != lead or (not self.stream.language and a.ndim < 2):
                 raise BadInput(f"hook {h!r} gives activations shaped {list(a.shape)}, not one vector per "
                                f"{'token' if self.stream.language else 'sample'}",
                                hint="choose a residual, MLP or attention-output hook")

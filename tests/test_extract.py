@@ -101,6 +101,28 @@ def test_toy_world_rows_are_samples_labelled_with_their_true_features(cli, tmp_p
         assert set(idx[idx >= 0].tolist()) == set(active)
 
 
+def test_toy_world_default_sae_reads_the_narrower_hidden_layer(cli, tmp_path):
+    """The trained SAE reads hook_hidden (5 wide) of samples 10 wide: one vector per
+    sample all the same, and the stored top-k is the SAE's own on W x."""
+    r = cli("extract", "toy", "--tokens", 300, "--out", tmp_path / "f", "--json")
+    assert r.exit_code == 0, r.output
+    top, tokens, _ = read(tmp_path / "f")
+    art = open_artifact(tmp_path / "f")
+    assert art.attrs["hook"] == "hook_hidden" and art.attrs["d_in"] == 5 and len(tokens) == 300
+    world = models.open_model("toy")[1]
+    module, wcfg = world.config()
+    from codec_cli.extract import CHUNK, STREAM_STEP
+
+    x = torch.cat([module.inputs(wcfg, STREAM_STEP + step, CHUNK) for step in (0, 1)])[:300]
+    model, sae = world.model(), world.sae()
+    with torch.no_grad():
+        _, cache = model.run_with_cache(x, names_filter=["hook_hidden"])
+        f = sae.encode(cache["hook_hidden"])
+    values, indices = f.topk(art.attrs["k"], dim=-1)
+    assert np.array_equal(top["indices"], indices.masked_fill(values <= 0, -1).numpy())
+    assert np.allclose(top["values"], values.clamp(min=0).numpy(), atol=1e-6)
+
+
 # --------------------------------------------------------------------------- models, SAEs, corpora
 
 
