@@ -153,10 +153,13 @@ def analyze(inputs: list[Path], out: Path, plugins: list[str] | None = None,
                 ctx = Context(given, filled[name], w.path, log=info)
                 summary = _write_result(w, plugin.run(ctx))
             report[name] = {"status": "ok", "package": inf.package, "out": str(out / name), "summary": summary}
-        except Exception as e:  # one plugin's failure must not spoil the others
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # one plugin's failure, sys.exit() included, must not spoil the others
             if os.environ.get("CODEC_DEBUG"):
                 err.print_exception()
-            what = str(e) if isinstance(e, CodecError) else f"{type(e).__name__}: {e}"
+            what = (str(e) if isinstance(e, CodecError) else f"called sys.exit({e.code!r})"
+                    if isinstance(e, SystemExit) else f"{type(e).__name__}: {e}")
             report[name] = {"status": "failed", "package": inf.package, "error": f"{inf.describe()} failed: {what}"}
     return dict(sorted(report.items()))
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from codec_cli import __version__
-from codec_cli.errors import ArtifactError, BadInput
+from codec_cli.errors import ArtifactError, BadInput, CodecError
 
 if TYPE_CHECKING:  # numpy is imported where arrays are made: the CLI starts without it
     import numpy as np
@@ -166,19 +166,40 @@ class Artifact:
         return df
 
     def topk(self, prefix: str = "shards/") -> Iterator[TopK]:
-        """The sparse top-k shards in order, each checked for dtype, shape and index range."""
-        width = self.attrs.get("d_sae")
-        if width is not None and (not isinstance(width, int) or isinstance(width, bool)):
-            raise ArtifactError(self.path / MANIFEST, f"attrs.d_sae should be an integer, not {width!r}")
+        """The sparse top-k shards in order, each checked by `shard`."""
         for name in self.files(prefix):
-            t = self.tensors(name, {k: (v, 2) for k, v in TOPK_DTYPES.items()})
-            idx, val = t["indices"], t["values"]
-            if idx.shape != val.shape:
-                raise ArtifactError(self.path / name, f"indices {list(idx.shape)} and values "
-                                                      f"{list(val.shape)} differ in shape")
-            if idx.size and (idx.min() < -1 or (width is not None and idx.max() >= width)):
-                raise ArtifactError(self.path / name, f"feature index out of range [-1, {width})")
-            yield TopK(idx, val)
+            yield self.shard(name)
+
+    def shard(self, name: str) -> TopK:
+        """One top-k shard, refused with its name unless it is what every stage assumes:
+        int32 indices and float values of one shape, as wide as `attrs.k`, each index an
+        empty slot (-1, holding 0) or a feature in [0, d_sae), and every value finite."""
+        import numpy as np
+
+        width, k = self.attrs.get("d_sae"), self.attrs.get("k")
+        for key, value in (("d_sae", width), ("k", k)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ArtifactError(self.path / MANIFEST, f"attrs.{key} should be a positive integer, not {value!r}")
+        path = self.path / name
+        t = self.tensors(name, {key: (v, 2) for key, v in TOPK_DTYPES.items()})
+        idx, val = t["indices"], t["values"]
+        if idx.shape != val.shape:
+            raise ArtifactError(path, f"indices {list(idx.shape)} and values {list(val.shape)} differ in shape")
+        if k is not None and idx.shape[1] != k:
+            raise ArtifactError(path, f"holds {idx.shape[1]} features per row, but the manifest's attrs.k is {k}",
+                                hint="the shards and the manifest disagree: re-run the stage that wrote them")
+        if idx.size:
+            low, high = int(idx.min()), int(idx.max())
+            if low < -1 or (width is not None and high >= width):
+                bad = low if low < -1 else high
+                raise ArtifactError(path, f"feature index {bad} out of range [-1, {width if width is not None else '∞'})"
+                                          " (-1 marks an empty slot)")
+            if not bool(np.isfinite(val).all()):
+                raise ArtifactError(path, "holds a NaN or infinite activation value",
+                                    hint="re-extract, or clean the values the shard was written from")
+            if bool((val[idx < 0] != 0).any()):
+                raise ArtifactError(path, "an empty slot (index -1) holds a nonzero value")
+        return TopK(idx, val)
 
 
 def _parse(path: Path, what: str, parse, data: bytes):
@@ -218,10 +239,13 @@ def open_artifact(path: str | Path, kind: str | tuple[str, ...] | None = None) -
     if m["schema_version"] > newest:
         _fail(path, f"{m['kind']} schema {m['schema_version']} is newer than this codec reads ({newest})",
               "upgrade codec")
+    root = path.resolve()
     for name, meta in m["files"].items():
         f = path / name
         if not f.is_file():
             _fail(f, "listed in the manifest but missing", "re-run the stage that writes it")
+        if not f.resolve().is_relative_to(root):  # a link out of the artifact reads what it never hashed
+            _fail(f, "is a link to a file outside the artifact", "copy the file in, or re-run the stage that writes it")
         if f.stat().st_size != meta["bytes"]:
             _fail(f, f"is {f.stat().st_size} bytes, the manifest says {meta['bytes']} (truncated or damaged)")
     try:
@@ -273,6 +297,12 @@ def check_lineage(artifacts: Iterable[Artifact]) -> None:
 # --------------------------------------------------------------------------- writing
 
 
+MARK = ".codec-artifact"
+"""A hidden file in every finished artifact, naming its kind, outside the manifest. When
+`make`'s .DELETE_ON_ERROR removes a manifest.json (its target) it leaves the rest of the
+directory; the mark tells a re-run that the directory is codec's own to replace."""
+
+
 def check_output(out: Path, kind: str | None = None) -> None:
     """Refuse, before any work, an --out that holds something other than a codec
     artifact of this kind: a stage never replaces what it did not make."""
@@ -280,14 +310,76 @@ def check_output(out: Path, kind: str | None = None) -> None:
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return
     hint = "choose another --out, or remove it yourself"
-    if not out.is_dir() or not (out / MANIFEST).is_file():
+    if not out.is_dir():
         raise BadInput(f"{out}: exists and is not a codec artifact; refusing to replace it", hint=hint)
-    try:
-        found = json.loads((out / MANIFEST).read_bytes()).get("kind")
-    except (ValueError, AttributeError):
-        found = None
+    found = None
+    for name, key in ((MANIFEST, "kind"), (MARK, "kind")):
+        try:
+            found = json.loads((out / name).read_bytes()).get(key)
+            break
+        except (OSError, ValueError, AttributeError):
+            continue
+    if found is None:
+        raise BadInput(f"{out}: exists and is not a codec artifact; refusing to replace it", hint=hint)
     if kind is not None and found != kind:
         raise BadInput(f"{out}: holds a {found!r} artifact; refusing to replace it with a {kind!r} one", hint=hint)
+
+
+def _claim(path: Path, resume: bool | None) -> int | None:
+    """Make `path` (the partial directory) this run's own and hold an exclusive lock on
+    it until the returned descriptor is closed; refuse it while another run holds it.
+
+    A partial left by a dead run is reused when resuming and replaced otherwise. The lock
+    is checked to be on the directory now at `path`, since another run may have just
+    replaced a stale one."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no protection against a second run
+        fcntl = None
+    for _ in range(20):
+        try:
+            path.mkdir()
+            fresh = True
+        except FileExistsError:
+            fresh = False
+        if not path.is_dir() or path.is_symlink():  # a stray file or link under our hidden name
+            path.unlink(missing_ok=True)
+            continue
+        if fcntl is None:
+            if not (fresh or resume):
+                shutil.rmtree(path, ignore_errors=True)
+                continue
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BadInput(f"{path.parent / path.name[1:].removesuffix('.partial')}: another codec run is writing "
+                           "it now", hint="wait for that run to finish, or choose another --out") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same and (fresh or resume):
+            return fd
+        if same:  # left by a run that died: start afresh
+            shutil.rmtree(path, ignore_errors=True)
+        os.close(fd)
+    raise CodecError(f"{path}: could not claim the partial directory", hint="remove it and try again")
+
+
+def check_not_an_input(out: Path, inputs: Iterable[str | Path]) -> None:
+    """Refuse an --out that is one of the run's own inputs: replacing it would destroy
+    what the run reads."""
+    out = Path(out).resolve()
+    for p in inputs:
+        if Path(p).resolve() == out:
+            raise BadInput(f"{out}: --out names one of the inputs; refusing to replace it",
+                           hint="choose another --out")
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -318,42 +410,73 @@ class ArtifactWriter:
 
     On a clean exit the manifest is written last and the directory swapped into
     place; on an exception the partial directory is removed and `out` is untouched.
+    While a writer is open it holds a lock on its partial directory, so a second run
+    with the same `out` is refused rather than sharing it.
 
     A resumable stage passes `resume=False` (start afresh) or `resume=True` (carry on
-    in the partial directory a killed or failed run left): either way the partial
-    directory then survives an exception, to be resumed later.
+    in the partial directory a killed or failed run left). After an exception its
+    partial directory survives when it holds a file matching `resumable` (a glob, e.g.
+    the checkpoint; any file when not given), with a note on stderr; otherwise it goes.
+    `resume` itself is left out of the recorded params: a resumed run writes the same
+    manifest as an uninterrupted one.
     """
 
     def __init__(self, out: str | Path, kind: str, *, command: str, params: dict | None = None,
-                 inputs: Iterable[Artifact] = (), attrs: dict | None = None, resume: bool | None = None):
+                 inputs: Iterable[Artifact] = (), attrs: dict | None = None, resume: bool | None = None,
+                 resumable: str | None = None):
         self.out = Path(out).resolve()  # `--out .` must still have a parent to swap in
         self.kind = kind
         self.command = command
-        self.params = params or {}
+        self.params = {k: v for k, v in (params or {}).items() if not (resume is not None and k == "resume")}
+        inputs = list(inputs)
         self.inputs = [{"kind": a.kind, "path": str(a.path), "fingerprint": a.fingerprint} for a in inputs]
         self.attrs = dict(attrs or {})
         self.path = self.out.parent / f".{self.out.name}.partial"
         self.resume = resume
+        self.resumable = resumable
         self._shards = 0
+        self._lock: int | None = None
         check_output(self.out, kind)
+        check_not_an_input(self.out, [a.path for a in inputs])
 
     def __enter__(self) -> ArtifactWriter:
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        if not (self.resume and self.path.is_dir()):
-            shutil.rmtree(self.path, ignore_errors=True)  # a stale one from a killed run
-            self.path.mkdir()
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise BadInput(f"{self.out}: its parent {self.out.parent} is a file, not a directory",
+                           hint="choose another --out") from None
+        self._lock = _claim(self.path, self.resume)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            if self.resume is None:  # a resumable run keeps its partial work (it has no manifest)
-                shutil.rmtree(self.path, ignore_errors=True)
-            return
         try:
-            self._finish()
-        except BaseException:
+            if exc_type is not None:
+                self._abandon()
+                return
+            try:
+                self._finish()
+            except BaseException:
+                shutil.rmtree(self.path, ignore_errors=True)
+                raise
+        finally:
+            if self._lock is not None:
+                os.close(self._lock)
+                self._lock = None
+
+    def _abandon(self) -> None:
+        """After a failure: keep what a resume can use (and say so), remove the rest."""
+        worth = self.resume is not None and self.path.is_dir() and (
+            any(p.is_file() for p in self.path.rglob("*")) if self.resumable is None
+            else any(self.path.glob(self.resumable)))
+        if not worth:
             shutil.rmtree(self.path, ignore_errors=True)
-            raise
+            return
+        for tmp in self.path.rglob(".*.tmp"):  # a file caught mid-write is never resumed
+            tmp.unlink(missing_ok=True)
+        from codec_cli.console import err
+
+        err.print(f"note: the unfinished run is kept in {self.path}; run the same command with --resume to carry "
+                  "on, or without it to start afresh", markup=False)
 
     def _target(self, name: str) -> Path:
         p = self.path / name
@@ -406,11 +529,13 @@ class ArtifactWriter:
     def _finish(self) -> None:
         (self.path / MANIFEST).unlink(missing_ok=True)  # a resumed run killed while swapping left one
         files = {}
+        (self.path / MARK).unlink(missing_ok=True)
         for p in sorted(self.path.rglob("*")):
             if p.is_file():
                 name = p.relative_to(self.path).as_posix()
                 files[name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                 _fsync(p)
+        (self.path / MARK).write_bytes(canonical_json({"kind": self.kind}))
         schema = SCHEMA_VERSIONS.get(self.kind, 1)
         manifest = {
             "kind": self.kind,

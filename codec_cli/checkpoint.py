@@ -2,12 +2,15 @@
 one safetensors file (never pickle).
 
 The step, the history and the run's identity ride in the file's metadata, so one rename
-commits all of it. A checkpoint made with other settings than the run resuming it is
-refused with the names of the settings that differ.
+commits all of it. The metadata also carries a sha256 of every tensor and of the rest of
+the metadata, checked on load: a damaged or truncated checkpoint is refused in one line
+rather than resumed with wrong weights. A checkpoint made with other settings than the
+run resuming it is refused with the names of the settings that differ.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +34,18 @@ class State:
     """The loop's own tensors (e.g. how long each SAE latent has been dead)."""
 
 
+def digest(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> str:
+    """sha256 over the metadata and every tensor's name, dtype, shape and bytes."""
+    import torch
+
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data if t.numel() else b"")
+    return h.hexdigest()
+
+
 def save(path: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, state: State, run: dict) -> None:
     import torch
     from safetensors.torch import save_file
@@ -41,32 +56,43 @@ def save(path: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, state:
         for key, value in values.items():
             tensors[f"opt.{i}.{key}"] = torch.as_tensor(value).detach().cpu().clone()
     tensors |= {f"extra.{k}": v.detach().cpu().clone() for k, v in state.extra.items()}
+    meta = {"step": str(state.step), "history": json.dumps(state.history), "run": json.dumps(run, sort_keys=True),
+            "param_groups": json.dumps(opt_state["param_groups"])}
     path.mkdir(parents=True, exist_ok=True)
     tmp = path / f".{FILE}.tmp"
-    save_file(tensors, tmp, metadata={"step": str(state.step), "history": json.dumps(state.history),
-                                      "run": json.dumps(run, sort_keys=True),
-                                      "param_groups": json.dumps(opt_state["param_groups"])})
+    save_file(tensors, tmp, metadata=meta | {"sha256": digest(tensors, meta)})
     tmp.replace(path / FILE)
 
 
 def load(path: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, run: dict) -> State | None:
     """Restore `module` and `opt` from the checkpoint in `path`; None when there is none."""
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
-    if not (path / FILE).is_file():
+    file = path / FILE
+    if not file.is_file():
         return None
-    with safe_open(path / FILE, framework="pt") as f:
-        meta = f.metadata()
-    if "param_groups" not in meta:
-        raise BadInput(f"cannot resume: {path / FILE} was written by an older codec",
+    damaged = BadInput(f"cannot resume: {file} is damaged or truncated",
                        hint="drop --resume to start afresh")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(file, framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        tensors = load_file(file)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # safetensors raises its own errors, and pyo3 panics, for a bad header
+        raise damaged from None
+    if "param_groups" not in meta or "sha256" not in meta:
+        raise BadInput(f"cannot resume: {file} was written by an older codec",
+                       hint="drop --resume to start afresh")
+    if meta.pop("sha256") != digest(tensors, meta):
+        raise damaged
     before = json.loads(meta["run"])
     if before != run:
         changed = ", ".join(sorted(k for k in before.keys() | run.keys() if before.get(k) != run.get(k)))
         raise BadInput(f"cannot resume: the checkpoint was made with different settings ({changed})",
                        hint="resume with the original options, or drop --resume to start afresh")
-    tensors = load_file(path / FILE)
     module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     opt_state: dict = {}
     for key, value in tensors.items():

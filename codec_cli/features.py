@@ -196,14 +196,12 @@ class Batches:
         """The pieces' rows, truncated to the top k: (indices int64 [n, k], values float32 [n, k])."""
         import numpy as np
 
-        from codec_cli.artifacts import TOPK_DTYPES
-
         parts = []
         for p in pieces:
             cached = self._cache.get(p.shard)
             if cached is None:
-                t = self.art.tensors(p.shard, {k: (v, 2) for k, v in TOPK_DTYPES.items()})
-                idx, val = top_rows(t["indices"], t["values"].astype(np.float32), self.k)
+                t = self.art.shard(p.shard)  # refused, by name, unless its indices and values are sound
+                idx, val = top_rows(t.indices, t.values.astype(np.float32), self.k)
                 if self.k > idx.shape[1]:  # fewer stored than asked: the rest are empty slots
                     pad = ((0, 0), (0, self.k - idx.shape[1]))
                     idx, val = np.pad(idx, pad, constant_values=-1), np.pad(val, pad)
@@ -243,10 +241,11 @@ RANK_PARAMS = ("shard", "of", "out", "resume")
 def merge(parts: list[Path], out: Path) -> dict:
     """Join the parts of an extraction split over ranks into the artifact a single
     process would have written (the same files, attributes and fingerprint)."""
-    from codec_cli.artifacts import ArtifactWriter, check_output, open_artifact
+    from codec_cli.artifacts import ArtifactWriter, check_not_an_input, check_output, open_artifact
     from codec_cli.errors import BadInput
 
     check_output(out, "features")
+    check_not_an_input(out, parts)
     arts = [open_artifact(p, "features") for p in parts]
     if not arts:
         raise BadInput("no parts to merge", hint="e.g. codec merge parts/* --out features")
@@ -282,6 +281,7 @@ def merge(parts: list[Path], out: Path) -> dict:
             for name in (TOKENS.format(j), NEURONS.format(j), SHARD.format(j)):
                 if name in a.manifest["files"]:
                     w.write_bytes(name, a.read_bytes(name))
+            a.shard(SHARD.format(j))  # what is joined is checked like what is read
             stats.add(a.tensors(SHARD.format(j)), a.manifest["files"][SHARD.format(j)]["bytes"])
         w.write_table("features.parquet", stats.table())
         w.attrs.update(stats.summary())

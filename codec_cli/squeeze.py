@@ -148,7 +148,7 @@ def feature_stats(art) -> dict[str, np.ndarray]:
         t = art.table("features.parquet", ["count", "frequency", "max"])
         return {c: t[c].to_numpy() for c in ("count", "frequency", "max")}
     stats = Stats(art.attrs["d_sae"])
-    for shard in art.topk():  # checked for dtype, shape and index range
+    for shard in art.topk():
         stats.add({"indices": shard.indices, "values": shard.values})
     t = stats.table()
     return {c: t[c] for c in ("count", "frequency", "max")}
@@ -196,7 +196,9 @@ def importance(spec: str, stats: dict) -> np.ndarray | None:
     else:
         path = Path(spec)
         if not path.is_file():
-            raise BadInput(f"--importance must be uniform, frequency or a parquet table, not {spec!r}")
+            what = "is a directory" if path.is_dir() else "no such file"
+            raise BadInput(f"--importance {spec}: {what}; give uniform, frequency or a parquet table "
+                           "with columns feature and importance")
         import polars as pl
 
         try:
@@ -376,6 +378,8 @@ def squeeze(cfg: SqueezeConfig) -> dict:
     stored_k = art.attrs.get("k")
     if isinstance(stored_k, int) and cfg.k > stored_k:
         info(f"note: the features keep {stored_k} per token; --k {cfg.k} leaves the rest of the slots empty")
+    for _ in art.topk():  # every shard checked now, not halfway through training
+        pass
     stats = feature_stats(art)
     weight_np = importance(cfg.importance, stats)
     batches = Batches(art, cfg.k, cfg.batch_size, cfg.buffer_rows, cfg.eval_rows, cfg.seed)
@@ -398,7 +402,7 @@ def squeeze(cfg: SqueezeConfig) -> dict:
              "rescale": cfg.rescale, "importance": cfg.importance if cfg.importance in ("uniform", "frequency")
              else "table", "hook": art.attrs.get("hook"), "sae": art.attrs.get("sae")}
     with ArtifactWriter(cfg.out, "squeezer", command="codec squeeze", params=config.to_dict(cfg), inputs=[art],
-                        attrs=attrs, resume=cfg.resume) as w:
+                        attrs=attrs, resume=cfg.resume, resumable=f"checkpoint/{checkpoints.FILE}") as w:
         ckpt = w.path / "checkpoint"
         state = checkpoints.load(ckpt, model, opt, run) if cfg.resume else None
         state = state or checkpoints.State()

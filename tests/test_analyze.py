@@ -93,3 +93,26 @@ def test_plugin_output_table_is_polars_readable(in_process, cli, features, tmp_p
     in_process(CountTokens)
     cli("analyze", features, "--out", tmp_path / "o")
     assert pl.read_parquet(tmp_path / "o/count-tokens/counts.parquet").shape == (1, 1)
+
+
+def test_a_plugin_that_calls_sys_exit_is_isolated_like_any_failure(in_process, cli, features, tmp_path):
+    import sys
+
+    from codec_cli.analysis import Analysis
+
+    class Quits(Analysis):
+        name = "quits"
+        api_version = 1
+        requires = ("features",)
+
+        def run(self, ctx):
+            sys.exit(0)
+
+    in_process(Quits)
+    in_process(CountTokens)
+    out = tmp_path / "analysis"
+    result = cli("analyze", features, "--out", out)
+    assert result.exit_code == 1, result.output
+    assert "quits: FAILED" in result.stdout and "count-tokens: ok" in result.stdout
+    assert "called sys.exit(0)" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["count-tokens"]

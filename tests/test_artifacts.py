@@ -36,7 +36,7 @@ def read_everything(path):
 def test_round_trip(tmp_path):
     rng = np.random.default_rng(1)
     idx = rng.integers(-1, 30, (20, 3)).astype(np.int32)
-    val = rng.random((20, 3)).astype(np.float16)
+    val = np.where(idx >= 0, rng.random((20, 3)), 0).astype(np.float16)  # an empty slot holds 0
     with ArtifactWriter(tmp_path / "a", "features", command="t", attrs={"d_sae": 30}) as w:
         w.write_topk(idx, val)
         w.write_table("tokens/00000.parquet", {"doc": list(range(20))})
@@ -227,3 +227,139 @@ def test_resumable_writer_keeps_partial_work(tmp_path):
     assert open_artifact(out).files() == []
     with ArtifactWriter(out, "features", command="t", resume=False) as w:  # afresh: nothing carried over
         assert list(w.path.iterdir()) == []
+
+
+def test_a_failed_run_keeps_only_what_a_resume_can_use(tmp_path, capsys):
+    for resume, wrote, kept in [(None, "checkpoint/state.json", False), (False, "notes.json", False),
+                                (False, "checkpoint/state.json", True)]:
+        out = tmp_path / f"r{resume}{kept}"
+        with pytest.raises(RuntimeError):
+            with ArtifactWriter(out, "squeezer", command="t", resume=resume, resumable="checkpoint/*") as w:
+                w.write_json(wrote, {"step": 5})
+                raise RuntimeError("disk full")
+        partial = tmp_path / f".{out.name}.partial"
+        assert partial.exists() == kept and not out.exists()
+        said = capsys.readouterr().err
+        assert ("--resume" in said) == kept, said
+
+
+def test_a_second_run_with_the_same_out_is_refused_while_the_first_writes(tmp_path):
+    out = tmp_path / "f"
+    with ArtifactWriter(out, "features", command="first", resume=False) as first:
+        first.write_json("checkpoint/state.json", {"step": 1})
+        for resume in (None, False, True):
+            with pytest.raises(BadInput, match="another codec run is writing it now"):
+                with ArtifactWriter(out, "features", command="second", resume=resume):
+                    pass
+        assert (first.path / "checkpoint/state.json").is_file()  # the second run took nothing away
+    assert open_artifact(out).manifest["command"] == "first"
+    # Once the first is done, the next run goes ahead.
+    with ArtifactWriter(out, "features", command="third"):
+        pass
+    assert open_artifact(out).manifest["command"] == "third"
+
+
+def test_two_processes_racing_for_one_out_never_both_succeed(tmp_path):
+    script = textwrap.dedent(f"""
+        import sys, time
+        from codec_cli.artifacts import ArtifactWriter
+        from codec_cli.errors import BadInput
+        try:
+            with ArtifactWriter({str(tmp_path / 'f')!r}, "features", command=sys.argv[1]) as w:
+                w.write_json("who.json", sys.argv[1])
+                time.sleep(1.5)
+        except BadInput as e:
+            print("refused", e); sys.exit(2)
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, name], stdout=subprocess.PIPE, text=True)
+             for name in ("a", "b")]
+    codes = sorted(p.wait() for p in procs)
+    assert codes == [0, 2]
+    a = open_artifact(tmp_path / "f")
+    assert a.json("who.json") == a.manifest["command"]  # the winner's manifest over the winner's files
+
+
+def test_resume_is_not_recorded_as_a_parameter(tmp_path):
+    for resume in (False, True):
+        with ArtifactWriter(tmp_path / f"r{resume}", "features", command="t", resume=resume,
+                            params={"out": "x", "resume": resume, "k": 4}):
+            pass
+    a, b = ((tmp_path / f"r{r}" / MANIFEST).read_bytes() for r in (False, True))
+    assert a == b and json.loads(a)["params"] == {"out": "x", "k": 4}
+
+
+def test_an_artifact_whose_manifest_make_deleted_is_replaced_by_the_rerun(tmp_path):
+    """.DELETE_ON_ERROR removes a failed rule's target (the manifest) and leaves the rest:
+    the next run must still recognise the directory as its own."""
+    out = write_features(tmp_path / "f")
+    (out / MANIFEST).unlink()
+    write_features(out, seed=1)
+    assert open_artifact(out).manifest["params"] == {"seed": 1}
+    with pytest.raises(BadInput, match="holds a 'features' artifact"):
+        (out / MANIFEST).unlink()
+        ArtifactWriter(out, "squeezer", command="t")
+
+
+def test_make_recovers_after_delete_on_error(tmp_path):
+    """A real make: the recipe writes its artifact, then fails; make deletes the target
+    manifest; after the cause is mended, `make` alone carries on."""
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    (tmp_path / "write.py").write_text(textwrap.dedent("""
+        import os, sys
+        from codec_cli.artifacts import ArtifactWriter
+        with ArtifactWriter("out", "analysis", command="t") as w:
+            w.write_json("summary.json", {"ok": True})
+        sys.exit(1 if os.path.exists("fail") else 0)
+    """))
+    (tmp_path / "Makefile").write_text(f".DELETE_ON_ERROR:\nout/manifest.json:\n\t{sys.executable} write.py\n")
+    (tmp_path / "fail").touch()
+    first = subprocess.run(["make", "-s"], cwd=tmp_path, capture_output=True, text=True)
+    assert first.returncode != 0 and not (tmp_path / "out" / MANIFEST).exists()
+    assert (tmp_path / "out" / "summary.json").exists()
+    (tmp_path / "fail").unlink()
+    again = subprocess.run(["make", "-s"], cwd=tmp_path, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert open_artifact(tmp_path / "out").json("summary.json") == {"ok": True}
+
+
+def test_a_shard_linked_from_outside_the_artifact_is_refused(tmp_path):
+    out = write_features(tmp_path / "f")
+    outside = tmp_path / "elsewhere.safetensors"
+    shard = out / "shards/00000.safetensors"
+    shard.rename(outside)
+    shard.symlink_to(outside)  # same bytes, same hash: only where it lives is wrong
+    with pytest.raises(ArtifactError, match="link to a file outside the artifact"):
+        open_artifact(out)
+
+
+def test_a_shard_narrower_than_attrs_k_is_refused(tmp_path):
+    with ArtifactWriter(tmp_path / "f", "features", command="t", attrs={"d_sae": 10, "k": 3}) as w:
+        w.write_topk(np.zeros((4, 2), np.int32), np.ones((4, 2), np.float32))
+    with pytest.raises(ArtifactError, match="holds 2 features per row, but the manifest's attrs.k is 3"):
+        list(open_artifact(tmp_path / "f").topk())
+
+
+def test_an_out_that_is_an_input_is_refused(tmp_path):
+    src = write_features(tmp_path / "f")
+    with pytest.raises(BadInput, match="--out names one of the inputs"):
+        ArtifactWriter(src, "features", command="t", inputs=[open_artifact(src)])
+
+
+def test_merge_refuses_to_write_over_one_of_its_parts(tmp_path):
+    from codec_cli.features import merge
+
+    parts = []
+    for i in range(2):
+        with ArtifactWriter(tmp_path / f"p{i}", "features", command="t", params={"shard": i},
+                            attrs={"d_sae": 10, "k": 2, "part": {"index": i, "of": 2}}) as w:
+            w.write_tensors(f"shards/{i:05d}.safetensors", {"indices": np.zeros((3, 2), np.int32),
+                                                            "values": np.ones((3, 2), np.float32)})
+        parts.append(tmp_path / f"p{i}")
+    before = (parts[0] / MANIFEST).read_bytes()
+    with pytest.raises(BadInput, match="--out names one of the inputs"):
+        merge(parts, parts[0])
+    assert (parts[0] / MANIFEST).read_bytes() == before
+    assert merge(parts, tmp_path / "whole")["rows"] == 6

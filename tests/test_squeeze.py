@@ -187,25 +187,77 @@ def test_a_resumed_run_ends_as_an_uninterrupted_one(tmp_path, monkeypatch) -> No
         squeeze(small(tmp_path, resume=True, m=9))
     squeeze(small(tmp_path, resume=True))
     assert open_artifact(tmp_path / "sq").fingerprint == open_artifact(tmp_path / "whole").fingerprint
+    # --resume is how the run was made, not what it is: the manifest is the uninterrupted run's.
+    (tmp_path / "sq").rename(tmp_path / "resumed")
+    squeeze(small(tmp_path))
+    assert (tmp_path / "resumed/manifest.json").read_bytes() == (tmp_path / "sq/manifest.json").read_bytes()
 
 
 def test_a_divergent_run_stops_and_keeps_its_last_good_checkpoint(tmp_path, cli) -> None:
+    """Sound features, a learning rate that blows the weights up: the run stops at the
+    first non-finite loss and keeps the checkpoint before it."""
     f = write_features(tmp_path / "features", d_sae=64, k=4, shards=3, rows=400)
-    b = Batches(open_artifact(f), 4, 64, 500, 200, 0)
-    later = b.windows(0)[1][0][0].shard  # poison a shard that epoch 0 reads second
+    r = cli("squeeze", f, "--m", 8, "--k", 4, "--batch-size", 64, "--steps", 60, "--lr", "1e30",
+            "--eval-rows", 200, "--buffer-rows", 500, "--checkpoint-every", 1, "--no-faithfulness",
+            "--out", tmp_path / "sq")
+    assert r.exit_code == 1 and "diverged at step" in r.stderr and "last good checkpoint" in r.stderr, r.stderr
+    assert "--resume" in r.stderr  # told what to do with what was kept
+    assert (tmp_path / ".sq.partial" / "checkpoint" / "state.safetensors").is_file()
+    assert not (tmp_path / "sq").exists()
+
+
+def test_a_checkpoint_with_a_flipped_byte_is_refused(tmp_path) -> None:
+    from codec_cli import checkpoint
+
+    f = write_features(tmp_path / "features", d_sae=64, k=4, shards=3, rows=400)
+    real = Batches.stream
+
+    def dies_at_step_12(self, start=0):
+        for i, batch in enumerate(real(self, start)):
+            if start + i == 12:
+                raise KeyboardInterrupt
+            yield batch
+
+    cfg = SqueezeConfig(features=f, m=8, k=4, batch_size=64, steps=30, eval_rows=200, buffer_rows=500,
+                        checkpoint_every=5, faithfulness=False, out=tmp_path / "sq")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Batches, "stream", dies_at_step_12)
+        with pytest.raises(KeyboardInterrupt):
+            squeeze(cfg)
+    state = tmp_path / ".sq.partial" / "checkpoint" / checkpoint.FILE
+    good = state.read_bytes()
+    for damage in (lambda b: b[:-3] + bytes([b[-3] ^ 1]) + b[-2:], lambda b: b[: len(b) // 2]):
+        state.write_bytes(damage(good))
+        with pytest.raises(BadInput, match="damaged or truncated"):
+            squeeze(replace(cfg, resume=True))
+        assert not (tmp_path / "sq").exists()
+    state.write_bytes(good)
+    squeeze(replace(cfg, resume=True))
+    assert open_artifact(tmp_path / "sq", "squeezer")
+
+
+@pytest.mark.parametrize("poison, words", [
+    (lambda i, v: (np.where(i == i[0, 0], -3, i), v), "feature index -3 out of range"),
+    (lambda i, v: (np.where(i == i[0, 0], 64, i), v), "feature index 64 out of range"),
+    (lambda i, v: (i, np.where(i == i[0, 0], np.float32(np.inf), v)), "NaN or infinite"),
+    (lambda i, v: (i, np.where(i == i[0, 0], np.float32(np.nan), v)), "NaN or infinite"),
+    (lambda i, v: (i[:, :3], v[:, :3]), "attrs.k is 4"),
+])
+def test_features_that_cannot_be_trained_on_are_refused_before_training(tmp_path, cli, poison, words) -> None:
+    """One bad shard, the last one read: refused by name before a step is taken."""
+    f = write_features(tmp_path / "features", d_sae=64, k=4, shards=3, rows=400)
     art = open_artifact(f)
     with ArtifactWriter(tmp_path / "bad", "features", command="test", attrs=art.attrs) as w:
         for name in art.files("shards/"):
             t = dict(art.tensors(name))
-            if name == later:
-                t["values"] = np.where(np.arange(4) == 0, np.float32(np.inf), t["values"]).astype(np.float32)
+            if name == art.files("shards/")[-1]:
+                t["indices"], t["values"] = poison(t["indices"], t["values"])
             w.write_tensors(name, t)
-    r = cli("squeeze", tmp_path / "bad", "--m", 8, "--k", 4, "--batch-size", 64, "--steps", 60,
-            "--eval-rows", 200, "--buffer-rows", 500, "--checkpoint-every", 1, "--no-faithfulness",
-            "--out", tmp_path / "sq")
-    assert r.exit_code == 1 and "diverged at step" in r.stderr and "last good checkpoint" in r.stderr, r.stderr
-    assert (tmp_path / ".sq.partial" / "checkpoint" / "state.safetensors").is_file()
-    assert not (tmp_path / "sq").exists()
+    r = cli("squeeze", tmp_path / "bad", "--m", 8, "--k", 4, "--batch-size", 64, "--steps", 2000,
+            "--eval-rows", 200, "--buffer-rows", 500, "--no-faithfulness", "--out", tmp_path / "sq")
+    assert r.exit_code == 2 and words in r.stderr and "shards/00002.safetensors" in r.stderr, r.stderr
+    assert "diverged" not in r.stderr and "unexpected" not in r.stderr
+    assert not (tmp_path / "sq").exists() and not (tmp_path / ".sq.partial").exists()
 
 
 def test_a_checkpoint_from_an_older_codec_is_refused_in_one_line(tmp_path) -> None:
@@ -273,7 +325,7 @@ def test_themes_world_reports_everything(tmp_path, cli) -> None:
     (["--k", 65], "larger than the number of features"),
     (["--rescale", "p101"], "--rescale must be"),
     (["--rescale", "median"], "--rescale must be"),
-    (["--importance", "nope.parquet"], "--importance must be"),
+    (["--importance", "nope.parquet"], "--importance nope.parquet: no such file"),
     (["--neuron-act", "gelu"], "--neuron-act must be one of"),
     (["--m", 0], "--m must be at least 1"),
     (["--eval-rows", 5000], "too few"),
