@@ -384,7 +384,8 @@ def run_shard(enc: Encoder, shard: list, first_window: int, batch_size: int, tok
     top = {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
     top["values"] = top["values"].astype(np.dtype(dtype))
     top["indices"][top["values"] <= 0] = -1  # float16 rounds the smallest values to 0: empty slots
-    return top, pl.concat(tables), torch.cat(neurons).numpy() if neurons else None
+    # Relaxed: a world's label column may come out untyped (all null) in one batch and typed in the next.
+    return top, pl.concat(tables, how="vertical_relaxed"), torch.cat(neurons).numpy() if neurons else None
 
 
 # --------------------------------------------------------------------------- the run

@@ -330,9 +330,13 @@ def inputs(cfg: Config, step: int, n: int) -> torch.Tensor:
     return sample(cfg, n, torch.Generator().manual_seed(cfg.seed * 7919 + step))
 
 
-def labels(cfg: Config, x: torch.Tensor) -> dict[str, list]:
+def labels(cfg: Config, x: torch.Tensor) -> dict:
     """Ground truth per sample, for extracted features: the true features that are active."""
-    return {"active": [row.nonzero().flatten().tolist() for row in x]}
+    import polars as pl
+
+    # Typed: a batch in which nothing fires would otherwise be a list of nulls, which
+    # neither joins the other batches of its shard nor matches the other shards.
+    return {"active": pl.Series("active", [row.nonzero().flatten().tolist() for row in x], dtype=pl.List(pl.Int64))}
 
 
 def round_trip(model: ToyNet, hook: str):

@@ -123,6 +123,23 @@ def test_toy_world_default_sae_reads_the_narrower_hidden_layer(cli, tmp_path):
     assert np.allclose(top["values"], values.clamp(min=0).numpy(), atol=1e-6)
 
 
+def test_a_sparse_toy_world_with_batches_where_nothing_fires(cli, tmp_path):
+    """At sparsity 0.99 most samples, and whole batches, have no active feature; the
+    label column keeps one type (list of int64) in every shard all the same."""
+    world = tmp_path / "world"
+    quick = ["-p", "steps=1", "-p", "n_instances=1", "-p", "sae_steps=1", "-p", "sae_k=1", "-p", "n_samples=1024"]
+    assert cli("world", "build", "toy", "-p", "sparsity=0.99", *quick, "--out", world).exit_code == 0
+    r = cli("extract", world, "--sae", "oracle", "--tokens", 2000, "--shard-tokens", 100, "--batch-size", 4,
+            "--out", tmp_path / "f")
+    assert r.exit_code == 0, r.output
+    art = open_artifact(tmp_path / "f")
+    tables = [art.table(n) for n in art.files("tokens/")]
+    assert any(t["active"].head(4).list.len().sum() == 0 for t in tables)  # the planted case did occur
+    assert all(t.schema["active"] == pl.List(pl.Int64) for t in tables)
+    _, tokens, _ = read(tmp_path / "f")
+    assert len(tokens) == 2000 and 0.05 < tokens["active"].list.len().mean() < 0.2
+
+
 # --------------------------------------------------------------------------- models, SAEs, corpora
 
 
