@@ -102,18 +102,23 @@ class Matcher:
         self.rng = rng
         self.pool = np.flatnonzero(pool & (counts > 0))
         logn = np.log(counts[self.pool])
-        edges = np.unique(np.quantile(logn, np.linspace(0, 1, bins + 1)))
+        edges = np.unique(np.quantile(logn, np.linspace(0, 1, bins + 1))) if len(self.pool) else np.zeros(1)
+        # Features that all fire equally often give a single edge and no interval between
+        # edges: they then share one bin rather than none.
+        n_bins = max(len(edges) - 1, 1)
         self.bin_of = np.full(len(counts), -1)
-        self.bin_of[self.pool] = np.clip(np.searchsorted(edges, logn, side="right") - 1, 0, len(edges) - 2)
-        self.members = [self.pool[self.bin_of[self.pool] == b] for b in range(max(len(edges) - 1, 1))]
+        self.bin_of[self.pool] = np.clip(np.searchsorted(edges, logn, side="right") - 1, 0, n_bins - 1)
+        self.members = [self.pool[self.bin_of[self.pool] == b] for b in range(n_bins)]
 
     def like(self, features):
+        """A random feature of the same frequency bin for each feature (one that never
+        fires is matched among the rarest); a feature stands for itself where no feature fires."""
         import numpy as np
 
         out = np.empty(len(features), dtype=np.int64)
         for s, f in enumerate(features):
             choices = self.members[max(self.bin_of[f], 0)]
-            out[s] = choices[self.rng.integers(len(choices))]
+            out[s] = choices[self.rng.integers(len(choices))] if len(choices) else f
         return out
 
 

@@ -12,8 +12,9 @@ import pytest
 from safetensors.numpy import load_file
 
 import squeezed
-from codec_cli.artifacts import open_artifact
+from codec_cli.artifacts import ArtifactWriter, open_artifact
 from codec_plugins.cooccurrence import occurrences
+from codec_plugins.or_gate import Matcher
 from conftest import write_features
 
 
@@ -125,3 +126,36 @@ def test_themes_exclusive_slots_are_or_gate_candidates_above_chance(themes_squee
     chance = summary["exclusive_share_chance"]
     assert other["exclusive"].mean() > max(0.15, 5 * chance), (other["exclusive"].mean(), chance)
     assert not same["exclusive"].any()
+
+
+def test_features_that_all_fire_equally_often(tmp_path) -> None:
+    """Planted: six features take turns, one per token, so each fires on exactly a sixth
+    of the tokens and no two ever meet. Their frequencies make one bin for the chance
+    baseline (where drawing failed with `high <= 0`), and every polysemantic neuron
+    is an OR-gate."""
+    rows, d_sae = 600, 6
+    features = tmp_path / "features"
+    with ArtifactWriter(features, "features", command="test", params={}, attrs={"d_sae": d_sae, "k": 1}) as w:
+        w.write_topk((np.arange(rows) % d_sae)[:, None].astype(np.int32), np.ones((rows, 1), np.float32))
+        w.write_table("tokens/00000.parquet", {"doc": (np.arange(rows) // 50).astype(np.int64),
+                                               "pos": (np.arange(rows) % 50).astype(np.int32)})
+    squeezer = tmp_path / "squeezer"
+    squeezed.codec("squeeze", features, "--m", 2, "--k", 1, "--steps", 300, "--lr", 1e-2, "--eval-rows", 120,
+                   "--batch-size", 64, "--no-faithfulness", "--out", squeezer)
+    summary = squeezed.analyze(squeezer, features, out=tmp_path / "analysis", plugin="or-gate")
+    assert summary["polysemantic_neurons"] > 0
+    assert summary["or_gate_neurons"] == summary["polysemantic_neurons"]
+    assert summary["exclusive_pairs"] == summary["pairs"] > 0
+
+
+def test_matched_features_come_from_their_own_frequency_bin() -> None:
+    rng = np.random.default_rng(0)
+    same = Matcher(np.full(6, 50), np.ones(6, dtype=bool), bins=20, rng=rng)
+    assert set(same.like(np.arange(6)).tolist()) <= set(range(6))
+    counts = np.array([10, 10, 10, 1000, 1000, 1000, 0])
+    two = Matcher(counts, np.ones(7, dtype=bool), bins=4, rng=rng)
+    drawn = two.like(np.array([0, 1, 3, 4] * 20))
+    assert set(drawn[::4]) | set(drawn[1::4]) <= {0, 1, 2} and set(drawn[2::4]) | set(drawn[3::4]) <= {3, 4, 5}
+    assert two.like(np.array([6]))[0] in {0, 1, 2}  # a feature that never fires is matched among the rarest
+    none = Matcher(np.zeros(3, dtype=np.int64), np.ones(3, dtype=bool), bins=4, rng=rng)
+    assert none.like(np.array([0, 2])).tolist() == [0, 2]
