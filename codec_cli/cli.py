@@ -10,29 +10,88 @@ Nothing heavy is imported at module level: `codec --help` must stay instant.
 
 from __future__ import annotations
 
+import errno
 import inspect
 import json
 import os
+import re
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable
 
 import typer
+from typer import _click as click
+from typer.core import TyperCommand, TyperGroup
 
 from codec_cli import __version__, config
 from codec_cli.console import err, settings
 from codec_cli.errors import CodecError
 
+DEBUG_HINT = "set CODEC_DEBUG=1 for the full traceback"
+
+
+def _plain_flags(params: list) -> list:
+    """Typer shows every option's type, flags included (`--json <bool>`), which reads as
+    if a value were wanted; a flag takes none, so it shows none."""
+    for p in params:
+        if getattr(p, "is_flag", False) and p.metavar is None:
+            p.metavar = ""
+    return params
+
+
+@contextmanager
+def _one_line_usage_errors():
+    """Click's usage errors as `Error: …` plus a hint, exit 2, instead of Typer's
+    usage line and boxed panel (DESIGN.md §8: one line that says what and how to fix)."""
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise  # it has already shown the help
+    except click.exceptions.ClickException as e:
+        message = " ".join(e.format_message().split())
+        err.print(f"Error: {message}", markup=False, style="red")
+        ctx = getattr(e, "ctx", None)
+        if ctx is not None and ctx.command.get_help_option(ctx) is not None:
+            err.print(f"Hint: try '{ctx.command_path} {ctx.help_option_names[0]}'", markup=False)
+        raise typer.Exit(e.exit_code) from None
+
+
+class CodecCommand(TyperCommand):
+    def get_params(self, ctx):
+        return _plain_flags(super().get_params(ctx))
+
+
+class CodecGroup(TyperGroup):
+    def get_params(self, ctx):
+        return _plain_flags(super().get_params(ctx))
+
+    # Every usage error, the subcommands' included, is raised inside one of these two.
+    def make_context(self, *args, **kwargs):
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+
 app = typer.Typer(
     name="codec",
     help="Test the Neural Codec hypothesis: extract SAE features, squeeze them into "
     "synthetic neurons, and analyse how they were packed.",
+    cls=CodecGroup,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 
-DEBUG_HINT = "set CODEC_DEBUG=1 for the full traceback"
+
+def group(name: str, help: str, panel: str) -> typer.Typer:
+    """A command group (`codec world …`) that formats help and errors as `app` does."""
+    sub = typer.Typer(help=help, cls=CodecGroup, no_args_is_help=True)
+    app.add_typer(sub, name=name, rich_help_panel=panel)
+    return sub
 
 
 def _version(value: bool) -> None:
@@ -62,18 +121,74 @@ class Reply:
     """The exit code (1 when some part of the run failed)."""
 
 
+# errno -> (what it means, what to do, exit code): a bad place given on the command line is
+# bad input (2); a full disk is the run failing (1), through no fault of the arguments.
+_OS_ERRORS = {
+    errno.ENOSPC: ("no space left on the device", "free some space, or write to another disk", 1),
+    errno.EDQUOT: ("disk quota exceeded", "free some space, or write to another disk", 1),
+    errno.EROFS: ("read-only file system", "choose an --out on a writable file system", 2),
+    errno.ENOTDIR: ("a part of the path is a file, not a directory", "choose an --out inside a directory", 2),
+    errno.EACCES: ("permission denied", "choose a place you may read or write", 2),
+    errno.EPERM: ("operation not permitted", "choose a place you may read or write (not /proc or /sys)", 2),
+    errno.ENOENT: ("no such file or directory", "check the path", 2),
+    errno.EISDIR: ("is a directory", "give a file here", 2),
+    errno.ENAMETOOLONG: ("file name too long", "choose a shorter path", 2),
+    errno.ELOOP: ("too many levels of symbolic links", "check the path", 2),
+}
+
+
+def _silence_stdout() -> None:
+    """After stdout failed, point it at /dev/null: Python's flush at exit would
+    otherwise fail again and print 'Exception ignored …' after our line."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (a test's capture)
+        pass
+
+
+def _out_of_memory(e: BaseException) -> str | None:
+    """A description of an allocation failure (Python's or torch's), or None."""
+    if isinstance(e, MemoryError):
+        return "out of memory"
+    text = str(e)
+    if type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in text or "out of memory" in text.lower():
+        m = re.search(r"allocate (\d+) bytes", text)
+        return "out of memory" + (f" (an allocation of {int(m.group(1)) / 2**30:,.1f} GiB failed)" if m else "")
+    return None
+
+
+def _describe(e: BaseException) -> tuple[str, str | None, int] | None:
+    """(message, hint, exit code) for the failures codec can name without a traceback."""
+    if isinstance(e, CodecError):
+        return str(e), e.hint, e.exit_code
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted", None, 130
+    if isinstance(e, OSError) and e.errno in _OS_ERRORS:
+        meaning, hint, code = _OS_ERRORS[e.errno]
+        where = e.filename if e.filename is not None else None
+        return (f"{where}: {meaning}" if where else meaning), hint, code
+    if (oom := _out_of_memory(e)) is not None:
+        return oom, "ask for less (a smaller --batch-size, --expansion-factor, --m or --tokens), " \
+                    "or run where there is more memory", 1
+    return None
+
+
 def fail(e: BaseException) -> typer.Exit:
     """Report an exception in one line (plus a hint) and return the Exit to raise."""
     if os.environ.get("CODEC_DEBUG"):
         err.print_exception()
-    if isinstance(e, CodecError):
-        err.print(f"Error: {e}", markup=False, style="red")
-        if e.hint:
-            err.print(f"Hint: {e.hint}", markup=False)
-        return typer.Exit(e.exit_code)
-    if isinstance(e, KeyboardInterrupt):
-        err.print("Error: interrupted", markup=False, style="red")
-        return typer.Exit(130)
+    if isinstance(e, BrokenPipeError):  # the reader left (`codec … | head`): exit quietly, as Unix tools do
+        _silence_stdout()
+        return typer.Exit(1)
+    known = _describe(e)
+    if known is not None:
+        message, hint, code = known
+        err.print(f"Error: {message}", markup=False, style="red")
+        if hint:
+            err.print(f"Hint: {hint}", markup=False)
+        return typer.Exit(code)
     err.print(f"Error: unexpected {type(e).__name__}: {e}", markup=False, style="red")
     if not os.environ.get("CODEC_DEBUG"):
         err.print(f"Hint: {DEBUG_HINT}", markup=False)
@@ -95,10 +210,18 @@ def render_metrics(metrics: dict, indent: str = "") -> str:
 
 
 def emit(reply: Reply, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(reply.data, indent=2, sort_keys=True))
-    elif reply.text:
-        print(reply.text)
+    text = json.dumps(reply.data, indent=2, sort_keys=True) if as_json else reply.text
+    try:
+        if text:
+            print(text)
+        sys.stdout.flush()  # here, not at exit, so that a full or closed stdout is reported
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        _silence_stdout()
+        meaning = _OS_ERRORS.get(e.errno, (e.strerror or str(e),))[0]
+        raise CodecError(f"cannot write the result to stdout: {meaning}",
+                         hint="check where stdout goes (a full disk, a closed pipe)") from None
     if reply.code:
         raise typer.Exit(reply.code)
 
@@ -106,6 +229,10 @@ def emit(reply: Reply, as_json: bool) -> None:
 JSON_OPTION = inspect.Parameter(
     "json_", inspect.Parameter.KEYWORD_ONLY, default=False,
     annotation=Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")])
+# Also after the subcommand, where people put it: `codec analyze … -q`.
+QUIET_OPTION = inspect.Parameter(
+    "quiet_", inspect.Parameter.KEYWORD_ONLY, default=False,
+    annotation=Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or status messages.")])
 
 
 def command(name: str, cfg_class: type | None = None, *, panel: str | None = "Stages",
@@ -118,15 +245,19 @@ def command(name: str, cfg_class: type | None = None, *, panel: str | None = "St
 
         def run(**values) -> None:
             as_json = values.pop("json_", False)
+            if values.pop("quiet_", False):
+                settings.quiet = True
             try:
                 reply = fn(config.build(cfg_class, values)) if cfg_class else fn()
+                emit(reply, as_json)
+            except typer.Exit:
+                raise
             except (Exception, KeyboardInterrupt) as e:
                 raise fail(e) from None
-            emit(reply, as_json)
 
-        run.__signature__ = inspect.Signature([*params, JSON_OPTION])
+        run.__signature__ = inspect.Signature([*params, JSON_OPTION, QUIET_OPTION])
         run.__doc__ = fn.__doc__
-        (group or app).command(name, rich_help_panel=None if group else panel)(run)
+        (group or app).command(name, cls=CodecCommand, rich_help_panel=None if group else panel)(run)
         return fn
 
     return decorate

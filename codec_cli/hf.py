@@ -61,8 +61,24 @@ def _tokenizer(path: Path):
     return tok
 
 
+def check_weights(path: Path) -> None:
+    """Refuse a directory whose weights are not safetensors: codec never unpickles a
+    file (`torch.load` can run code), so say so before transformers gets to it."""
+    if any(path.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+    if pickled:
+        raise BadInput(f"{path}: the weights are pickled ({', '.join(pickled[:3])}{' …' if len(pickled) > 3 else ''}); "
+                       "codec reads safetensors only",
+                       hint="convert them: AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir, "
+                            "safe_serialization=True)")
+    raise BadInput(f"{path}: no model weights (no *.safetensors file)",
+                   hint="give a save_pretrained directory with model.safetensors")
+
+
 def load(path: Path, **options: Any):
     """A HookedTransformer from the Hugging Face directory `path` (see the module docstring)."""
+    check_weights(path)  # before the heavy imports: a refusal should be quick
     import torch
     import transformer_lens.loading_from_pretrained as loading
     from transformer_lens import HookedTransformer
@@ -79,7 +95,8 @@ def load(path: Path, **options: Any):
     kw = OPTIONS | {k: v for k, v in options.items() if k in OPTIONS}
     try:
         hf_config = AutoConfig.from_pretrained(path, local_files_only=True)
-        hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True).eval()
+        hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True,
+                                                        use_safetensors=True).eval()
     except (OSError, ValueError, KeyError) as e:
         raise BadInput(f"{path}: not a model directory codec can read ({type(e).__name__}: "
                        f"{str(e).splitlines()[0][:160]})",

@@ -60,6 +60,46 @@ def _cycle(windows) -> Callable[[int, int], Any]:
     return inputs
 
 
+def unknown_source(source: str) -> BadInput | None:
+    """The error for a `source` that is no world, no directory and no transformer-lens
+    model name, or None when it may be one of those. Checked before anything that would
+    otherwise complain about what such a source lacks (a --corpus, an --sae)."""
+    from codec_cli import world as worlds
+
+    path = Path(source)
+    if worlds.is_world(source) or path.is_dir():
+        return None
+    if path.exists():
+        return BadInput(f"{source}: is a file, not a model directory",
+                        hint="give a built-in world, a model directory, or a transformer-lens model name")
+    if path.suffix or "/" in source and not _looks_like_hub_name(source):
+        return BadInput(f"{source}: no such model directory",
+                        hint="give a built-in world, a model directory, or a transformer-lens model name")
+    official = _official_names()
+    if official is None or source.lower() in {n.lower() for n in official}:  # TL matches names so
+        return None
+    import difflib
+
+    near = difflib.get_close_matches(source, [*worlds.WORLDS, *official], n=3, cutoff=0.6)
+    return BadInput(f"no world or model named {source!r}",
+                    hint=(f"did you mean {', '.join(near)}? " if near else "")
+                    + f"built-in worlds: {', '.join(worlds.WORLDS)}; or give a model directory "
+                    "or a transformer-lens model name")
+
+
+def _official_names() -> set[str] | None:
+    """Every name transformer-lens's from_pretrained accepts (official names and aliases),
+    or None where transformer-lens cannot say; a name outside it could only fail later."""
+    try:
+        from transformer_lens import loading_from_pretrained as loading
+    except Exception:
+        return None
+    names = set(getattr(loading, "OFFICIAL_MODEL_NAMES", ()))
+    for aliases in getattr(loading, "MODEL_ALIASES", {}).values():
+        names.update(aliases)
+    return names or None
+
+
 def open_model(source: str, kwargs: dict | None = None):
     """The model named by `source` (see the module docstring) and its world, or None.
 
@@ -78,9 +118,8 @@ def open_model(source: str, kwargs: dict | None = None):
         return load_model(path), None
     if path.is_dir():
         return _from_hf_dir(path, kwargs or {}), None
-    if path.suffix or "/" in source and not _looks_like_hub_name(source):
-        raise BadInput(f"{source}: no such model directory",
-                       hint="give a built-in world, a model directory, or a transformer-lens model name")
+    if (problem := unknown_source(source)) is not None:
+        raise problem
     return _from_hub(source, kwargs or {}), None
 
 
@@ -95,6 +134,8 @@ def load_source(source: str, corpus: list[Path] = (), column: str = "text", cont
     from codec_cli.dataset import read_documents, token_windows
 
     path = Path(source)
+    if (problem := unknown_source(source)) is not None:
+        raise problem
     if worlds.is_world(source):
         module, cfg = worlds.open_world(source).config()
         if corpus and not module.LANGUAGE:
@@ -107,7 +148,9 @@ def load_source(source: str, corpus: list[Path] = (), column: str = "text", cont
         return Source(f"codec-{w.name}", model, lambda step, n: module.inputs(cfg, step, n), module.LANGUAGE,
                       w.saes[w.default_sae])
     windows = token_windows(model.tokenizer, read_documents(list(corpus), column), min(context, model.cfg.n_ctx))
-    name = f"codec-{w.name}" if w else (path.name if path.is_dir() else source)
+    # The name goes into the SAE's cfg.json, where `codec extract --sae DIR` looks for the
+    # model: a local directory is recorded whole, so it still opens from anywhere.
+    name = f"codec-{w.name}" if w else (str(path.resolve()) if path.is_dir() else source)
     return Source(name, model, _cycle(windows), True, w.saes[w.default_sae] if w else None)
 
 
@@ -209,33 +252,155 @@ class SAEHandle:
         return "sha256:" + h.hexdigest()
 
 
+def check_device(device: str) -> str:
+    """`device` if torch can run on it here; else one line saying what to give instead."""
+    import torch
+
+    hint = "use --device cpu, or cuda / cuda:N where a GPU is present"
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise BadInput(f"--device {device!r} is not a device torch knows", hint=hint) from None
+    if kind.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise BadInput(f"--device {device}: no CUDA device is available here", hint="use --device cpu")
+        if kind.index is not None and kind.index >= count:
+            raise BadInput(f"--device {device}: this machine has {count} CUDA device(s)",
+                           hint=f"use cuda:0 … cuda:{count - 1}")
+    elif kind.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise BadInput(f"--device {device}: MPS is not available here", hint="use --device cpu")
+    elif kind.type not in ("cpu", "cuda", "mps"):
+        raise BadInput(f"--device {device}: codec runs on cpu, cuda or mps", hint=hint)
+    return device
+
+
+def safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape, read from a safetensors file's header alone (no torch), so
+    that a damaged or truncated file is named before any loader trips over it."""
+    damaged = "the file is damaged or incomplete; save or download it again"
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if not 2 <= n <= size - 8:
+                raise BadInput(f"{path}: not a safetensors file", hint=damaged)
+            header = json.loads(f.read(n))
+    except (ValueError, UnicodeDecodeError):
+        raise BadInput(f"{path}: not a safetensors file (its header is not JSON)", hint=damaged) from None
+    if not isinstance(header, dict):
+        raise BadInput(f"{path}: not a safetensors file", hint=damaged)
+    shapes, end = {}, 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            shapes[name] = [int(d) for d in entry["shape"]]
+            end = max(end, int(entry["data_offsets"][1]))
+        except (TypeError, KeyError, IndexError, ValueError):
+            raise BadInput(f"{path}: not a safetensors file (tensor {name!r} is malformed)", hint=damaged) from None
+    if end != size - 8 - n:
+        raise BadInput(f"{path}: truncated or padded: its tensors need {end:,} bytes, "
+                       f"the file holds {size - 8 - n:,}", hint=damaged)
+    return shapes
+
+
+def _read_cfg(path: Path) -> dict:
+    damaged = "the SAE directory is damaged; save or download it again"
+    try:
+        raw = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path}: not valid JSON ({str(e).splitlines()[0][:120]})", hint=damaged) from None
+    if not isinstance(raw, dict):
+        raise BadInput(f"{path}: should hold a JSON object", hint=damaged)
+    return raw
+
+
+def _size(cfg: dict, key: str, cfg_path: Path) -> int:
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise BadInput(f"{cfg_path}: {key} must be a positive whole number, got {value!r}",
+                       hint="the SAE directory is damaged; save or download it again")
+    return value
+
+
+def check_sae_dir(path: Path) -> None:
+    """Refuse a sae-lens or sparsify directory whose config or weights are damaged, or
+    disagree, in one line naming the file (before sae-lens allocates what cfg.json says)."""
+    sparsify = not (path / "sae_weights.safetensors").is_file()
+    cfg_path = path / "cfg.json"
+    if not cfg_path.is_file():
+        raise BadInput(f"{path}: no cfg.json beside the SAE's weights", hint="give a complete SAE directory")
+    cfg = _read_cfg(cfg_path)
+    weights = path / ("sae.safetensors" if sparsify else "sae_weights.safetensors")
+    shapes = safetensors_shapes(weights)
+    d_in = _size(cfg, "d_in", cfg_path)
+    if sparsify:
+        d_sae = _size(cfg, "num_latents", cfg_path) if cfg.get("num_latents") else None
+        name, want = "encoder.weight", [d_sae, d_in]
+    else:
+        d_sae = _size(cfg, "d_sae", cfg_path)
+        name, want = "W_enc", [d_in, d_sae]
+    got = shapes.get(name)
+    if got is not None and any(w is not None and w != g for w, g in zip(want, got)):
+        said = f"d_in={d_in}" + (f", {'num_latents' if sparsify else 'd_sae'}={d_sae}" if d_sae else "")
+        raise BadInput(f"{cfg_path} says {said}, but {weights.name} holds {name} of shape {got}",
+                       hint="the SAE directory is damaged or mixed up; save or download it again")
+
+
+def load_sae_dir(path: Path, device: str = "cpu", **kw):
+    """sae-lens's loader, after `check_sae_dir`; what it still refuses is one line naming the directory."""
+    from sae_lens import SAE
+
+    check_sae_dir(path)
+    try:
+        return SAE.load_from_disk(path, device=device, **kw)
+    except BadInput:
+        raise
+    except (ValueError, KeyError, TypeError, RuntimeError, OSError) as e:
+        raise BadInput(f"{path}: sae-lens cannot load this SAE ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:160] if str(e) else 'no detail'})",
+                       hint="check that cfg.json and the weights belong together") from e
+
+
 def open_sae(name: str | None, sae_id: str | None = None, world=None, device: str = "cpu") -> SAEHandle:
     """An SAE by name: one of `world`'s SAEs (its default when `name` is None), a local
     directory in sae-lens or sparsify format, or a sae-lens release with `sae_id`."""
     from codec_cli.artifacts import open_artifact
+    from codec_cli import world as worlds
 
+    check_device(device)
     if name is None or (world is not None and name in world.saes and sae_id is None):
         if world is None:
-            raise BadInput("no --sae given", hint="name a sae-lens release (with --sae-id) or an SAE directory")
+            raise BadInput("no --sae given, and only a built-in world brings its own SAE",
+                           hint=f"give --sae (a sae-lens or sparsify directory, or a release with --sae-id), "
+                                f"or a world: {', '.join(worlds.WORLDS)}")
         return SAEHandle(_flat(world.sae(name).to(device)), f"world:{world.name}/{name or world.default_sae}",
                          world.artifact)
     path = Path(name)
     if path.is_dir():
-        from sae_lens import SAE
-
         if (path / "sae_weights.safetensors").is_file():
-            sae = SAE.load_from_disk(path, device=device)
+            sae = load_sae_dir(path, device)
         elif (path / "sae.safetensors").is_file():
-            sae = SAE.load_from_disk(path, device=device, converter=sparsify_loader)
+            sae = load_sae_dir(path, device, converter=sparsify_loader)
         else:
-            raise BadInput(f"{path}: not an SAE directory (no sae_weights.safetensors or sae.safetensors)",
-                           hint="give a sae-lens or sparsify SAE directory")
+            others = sorted(p.name for p in path.iterdir() if p.suffix in PICKLED)
+            raise BadInput(f"{path}: not an SAE directory (no sae_weights.safetensors or sae.safetensors"
+                           + (f"; {', '.join(others)} is a pickle, which codec does not load)" if others else ")"),
+                           hint="give a sae-lens or sparsify SAE directory, with safetensors weights")
         artifact = open_artifact(path, "sae") if (path / "manifest.json").is_file() else None
         return SAEHandle(_flat(sae), str(path), artifact)
+    if path.exists():
+        raise BadInput(f"{name}: is a file; --sae takes the SAE's directory", hint=f"--sae {path.parent}")
     if sae_id is None:
         raise BadInput(f"{name}: no such SAE directory, and no --sae-id for a sae-lens release",
                        hint="e.g. --sae gpt2-small-res-jb --sae-id blocks.8.hook_resid_pre")
     return SAEHandle(_flat(_sae_from_hub(name, sae_id, device)), f"{name}/{sae_id}")
+
+
+PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+"""Weight files that are pickles: loading one can run code, so codec reads safetensors only."""
 
 
 def _flat(sae):

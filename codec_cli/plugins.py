@@ -25,6 +25,8 @@ def plugin_list() -> list[dict]:
 
 def render(rows: list[dict]) -> str:
     if not rows:
+        if registry.allowed_names() is not None:
+            return "No analysis plugins loaded: CODEC_LOAD_PLUGINS is empty (unset it to load all)."
         return "No analysis plugins installed."
     head = ("name", "package", "version", "api", "built-in", "requires", "status")
     body = [(r["name"], r["package"], r["version"], str(r["api_version"] or "-"),

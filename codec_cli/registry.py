@@ -59,7 +59,8 @@ def unregister(name: str) -> None:
     _registered.pop(name, None)
 
 
-def _allowed() -> set[str] | None:
+def allowed_names() -> set[str] | None:
+    """The plugin or package names CODEC_LOAD_PLUGINS allows; None when it is unset."""
     raw = os.environ.get("CODEC_LOAD_PLUGINS")
     if raw is None:
         return None
@@ -82,8 +83,16 @@ def discover() -> list[PluginInfo]:
             found.append(PluginInfo(ep.name, package, dist.version or "?", ep.value))
     for name, obj in _registered.items():
         found.append(PluginInfo(name, IN_PROCESS, "-", repr(obj)))
-    allowed = _allowed()
+    allowed = allowed_names()
     if allowed is not None:
+        # A name that matches nothing is a typo, not a wish for fewer plugins: silently
+        # dropping it would leave "No analysis plugins installed" as the only clue.
+        unknown = sorted(allowed - {p.name for p in found} - {p.package for p in found})
+        if unknown:
+            known = ", ".join(sorted({p.name for p in found})) or "none"
+            raise BadInput(f"CODEC_LOAD_PLUGINS: no installed plugin or package is named "
+                           f"{', '.join(map(repr, unknown))}", hint=f"installed plugins: {known}; leave CODEC_LOAD_PLUGINS "
+                           "empty to load none, or unset it to load all")
         found = [p for p in found if p.name in allowed or p.package in allowed]
     found.sort(key=lambda p: (p.name, not p.builtin, p.package))
     unique: dict[str, PluginInfo] = {}

@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-import typer
 
 from codec_cli import config
-from codec_cli.cli import Reply, app, command, render_metrics
+from codec_cli.cli import Reply, command, group, render_metrics
 from codec_cli.errors import BadInput, CodecError
 
 if TYPE_CHECKING:  # torch is imported inside the functions: `codec --help` must not pay for it
@@ -70,7 +69,28 @@ def width(cfg: SAETrainConfig, d_in: int) -> int:
     d_sae = max(1, round(cfg.expansion_factor * d_in))
     if cfg.architecture == "topk" and cfg.k > d_sae:
         raise BadInput(f"--k {cfg.k} is larger than the SAE's width {d_sae}")
+    need, have = training_bytes(d_in, d_sae), physical_memory()
+    if have is not None and need > have:
+        raise BadInput(f"--expansion-factor {cfg.expansion_factor:,.10g} makes an SAE of {d_sae:,} latents, whose "
+                       f"training needs about {need / 2**30:,.1f} GiB; this machine has {have / 2**30:,.1f} GiB",
+                       hint=f"lower --expansion-factor (at most about {have / training_bytes(d_in, 1) / d_in:.3g} "
+                            f"for d_in {d_in})")
     return d_sae
+
+
+def training_bytes(d_in: int, d_sae: int) -> int:
+    """A floor on training's memory: float32 encoder and decoder, each with its gradient
+    and Adam's two moments; checked so that a typo fails at once, not in the allocator."""
+    return 4 * 2 * d_in * d_sae * 4
+
+
+def physical_memory() -> int | None:
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on this platform: let the allocator say
+        return None
 
 
 def make_sae(cfg: SAETrainConfig, d_in: int, metadata: dict | None = None):
@@ -205,8 +225,7 @@ def train_on_source(cfg: SAETrainConfig, src, hook: str, checkpoint: Path | None
 
 # --------------------------------------------------------------------------- CLI
 
-sae_app = typer.Typer(help="Sparse autoencoders: train one on any model's activations.", no_args_is_help=True)
-app.add_typer(sae_app, name="sae", rich_help_panel="Worlds")
+sae_app = group("sae", "Sparse autoencoders: train one on any model's activations.", panel="Worlds")
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import typer
 
 from codec_cli import config
 from codec_cli.artifacts import Artifact, ArtifactWriter, open_artifact
-from codec_cli.cli import Reply, app, command, render_metrics
+from codec_cli.cli import Reply, command, group, render_metrics
 from codec_cli.errors import BadInput
 
 SHIPPED = Path(__file__).parent / "data" / "worlds"
@@ -72,7 +71,15 @@ def locate(name_or_path: str | Path) -> Path:
             raise BadInput(f"world {name_or_path!r} is not shipped with this install",
                            hint=f"build it: codec world build {name_or_path} --out worlds/{name_or_path}")
         return shipped
-    return Path(name_or_path)
+    path = Path(name_or_path)
+    if not path.exists() and isinstance(name_or_path, str) and "/" not in name_or_path:
+        import difflib
+
+        near = difflib.get_close_matches(name_or_path, list(WORLDS), n=1)
+        raise BadInput(f"no world named {name_or_path!r}, and no directory of that name",
+                       hint=(f"did you mean {near[0]}? " if near else "")
+                       + f"built-in worlds: {', '.join(WORLDS)} (see `codec world list`)")
+    return path
 
 
 class World:
@@ -105,12 +112,12 @@ class World:
 
     def sae(self, name: str | None = None):
         """One of the world's SAEs (default: `default_sae`), opened by sae-lens's own loader."""
-        from sae_lens import SAE
+        from codec_cli.models import load_sae_dir
 
         name = name or self.default_sae
         if name not in self.saes:
             raise BadInput(f"world {self.name!r} has no SAE {name!r}", hint=f"its SAEs: {', '.join(self.saes)}")
-        return SAE.load_from_disk(self.path / "saes" / name)
+        return load_sae_dir(self.path / "saes" / name)
 
 
 def open_world(name_or_path: str | Path) -> World:
@@ -136,8 +143,7 @@ def describe(world: World) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- CLI
 
-world_app = typer.Typer(help="The built-in worlds: list, build from scratch, describe.", no_args_is_help=True)
-app.add_typer(world_app, name="world", rich_help_panel="Worlds")
+world_app = group("world", "The built-in worlds: list, build from scratch, describe.", panel="Worlds")
 
 
 @command("list", group=world_app)
