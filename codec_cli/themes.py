@@ -29,9 +29,15 @@ learned what corpus.py plants, and a researcher should expect to find inside it:
 - the sentence templates themselves: which template the words so far allow, and
   where in it the next word falls.
 
-Training is deterministic on CPU for a given config (the seed fixes the initial
-weights, and the corpus seed fixes the data), and the default config trains in a few
-minutes on two CPU cores. A saved model is plain files, no pickle: the weights
+Training runs on the CPU and is deterministic on one machine: the seed fixes the initial
+weights, the corpus seed the data, and `threads` the number of CPU threads it trains on
+(whatever the caller set), so with the same versions of codec, torch and sae-lens the
+same config writes the same bytes. Another `threads`, or another CPU, whose float kernels
+round differently (AVX-512, AVX2, ARM), gives other weights: close to the shipped ones,
+not equal, and no test measures by how much. What carries over is what
+tests/test_themes_world.py checks of the shipped world (docs/worlds.md): the loss at the
+corpus's entropy, the cycles followed, the SAE's bounds. The default config trains in a
+few minutes on two CPU cores. A saved model is plain files, no pickle: the weights
 (safetensors), the `HookedTransformerConfig` (JSON) and the tokenizer (JSON).
 """
 

@@ -18,6 +18,15 @@ weight decay) at a constant rate, batches of 1024 for 10k steps, several indepen
 instances trained side by side. Because the ground truth (W, b and the features of
 every sample) is known exactly, every analysis codec runs on this world can be checked
 against the answer.
+
+What a rebuild reproduces (docs/worlds.md). `build` trains on the CPU on one thread,
+whatever thread count the caller set, so on one machine, with the same versions of codec,
+torch and sae-lens, the same config writes the same bytes. On another CPU the float
+kernels (AVX-512, AVX2, ARM; MKL or another BLAS) round differently and training carries
+the differences along: from AVX-512 to AVX2 kernels the model's W moved by about 3e-7 and
+the trained SAE's weights by about 4e-3. The samples themselves are the same everywhere.
+tests/test_world.py holds a rebuild to stated tolerances of the shipped world, never to
+its bytes.
 """
 
 from __future__ import annotations
