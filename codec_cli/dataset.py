@@ -4,6 +4,8 @@
     .jsonl               one JSON object per line; the document is its COLUMN field
     .parquet             one row per document; the document is its COLUMN column
 
+A corpus is a list of such files, directories of them, or glob patterns (`corpus_files`).
+
 Windows are BOS + n_ctx−1 tokens, taken from each document in turn and packed so that
 none crosses a document boundary. For training (`token_windows`) a document's tail too
 short to fill a window is dropped, so every position is a real token; extraction
@@ -25,11 +27,42 @@ from codec_cli.errors import BadInput
 TEXT_SUFFIXES = {".txt", ".text", ".md"}
 
 
+def corpus_files(paths: list[Path | str]) -> list[Path]:
+    """The files a corpus names, in order, each once: a file as it is, a directory's
+    corpus files (those of a suffix codec reads, sorted by name, not its subdirectories)
+    and a glob pattern's matches (sorted; `**` reaches into subdirectories). Fails in
+    one line on a path that is not there or a directory or pattern that holds nothing."""
+    import glob
+
+    readable = TEXT_SUFFIXES | {".jsonl", ".parquet"}
+    kinds = ", ".join(sorted(readable))
+    out: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_file():
+            found = [path]
+        elif path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in readable
+                           and not p.name.startswith("."))
+            if not found:
+                raise BadInput(f"{path}: a directory with no corpus file in it ({kinds})",
+                               hint="put the files there, or name them with --corpus")
+        elif glob.has_magic(str(given)):
+            found = sorted(Path(p) for p in glob.glob(str(given), recursive=True) if Path(p).is_file())
+            if not found:
+                raise BadInput(f"{given}: no file matches this pattern",
+                               hint="check the pattern; quote it so that the shell leaves it to codec")
+        else:
+            raise BadInput(f"{path}: no such corpus file or directory",
+                           hint="give .txt, .jsonl or .parquet files, a directory of them, or a glob pattern")
+        out += [p for p in found if p not in out]
+    return out
+
+
 def read_documents(paths: list[Path], column: str = "text") -> Iterator[str]:
-    """Every document of every file, in order; one clear line for a bad file."""
-    for path in paths:
-        if not path.is_file():
-            raise BadInput(f"{path}: no such corpus file")
+    """Every document of every file (files, directories or glob patterns, as
+    `corpus_files` reads them), in order; one clear line for a bad file."""
+    for path in corpus_files(paths):
         suffix = path.suffix.lower()
         try:
             yield from _read(path, suffix, column)

@@ -391,22 +391,47 @@ def run_shard(enc: Encoder, shard: list, first_window: int, batch_size: int, tok
 # --------------------------------------------------------------------------- the run
 
 
-def open_all(cfg: ExtractConfig):
-    """(model, world or None, SAE handle), each checked, with the model's options taken
-    from the SAE; all errors come here, before the corpus is read."""
+def open_all(cfg: ExtractConfig, model=None, sae=None):
+    """(cfg with its corpus files listed, model, world or None, SAE handle), each
+    checked, with the model's options taken from the SAE; all errors come here, before
+    the corpus is read, and those that need no model before it loads. A `model` or
+    `sae` passed in is used as it is (the model where it already runs)."""
     from codec_cli import models
     from codec_cli import world as worlds
+    from codec_cli.dataset import corpus_files
 
     src, w = cfg.source, None
-    if src is not None and worlds.is_world(src):
-        w = worlds.open_world(src)
-    handle = models.open_sae(cfg.sae, cfg.sae_id, w, cfg.device)
+    if model is None and src is not None:
+        # Before the SAE, whose absence would otherwise be blamed for a mistyped world.
+        if (problem := models.unknown_source(src)) is not None:
+            raise problem
+        if worlds.is_world(src):
+            w = worlds.open_world(src)
+            if cfg.reads_files and not w.spec.load().LANGUAGE:
+                raise BadInput(f"world {w.name!r} is not a language model and takes no corpus")
+    if cfg.corpus:
+        cfg = replace(cfg, corpus=corpus_files(cfg.corpus))
+    if sae is not None:
+        handle = models.SAEHandle(models._flat(sae), cfg.sae or "in-memory")
+    else:
+        handle = models.open_sae(cfg.sae, cfg.sae_id, w, cfg.device)
+    if model is not None:
+        if cfg.model_kwarg:
+            raise BadInput("--model-kwarg applies where codec loads the model, not to a model passed in",
+                           hint="load the model with those options yourself")
+        _needs_corpus(cfg, cfg.source or "the model passed in")
+        if getattr(model, "tokenizer", None) is None:
+            raise BadInput("the model passed in has no tokenizer to read the corpus with",
+                           hint="give it one: HookedTransformer(cfg, tokenizer=...)")
+        return cfg, model.eval(), None, handle
     if src is None:
         named = getattr(handle.meta, "model_name", None)
         if not named:
             raise BadInput("no model given, and the SAE does not name one", hint="give the model as the first argument")
         src = named.removeprefix("codec-") if named.removeprefix("codec-") in worlds.WORLDS else named
         info(f"model: {src} (named by the SAE)")
+    if w is None and not worlds.is_world(src):
+        _needs_corpus(cfg, src)  # before the model loads, which may take minutes
     kwargs = model_kwargs(cfg.model_kwarg, handle.meta)
     # transformer-lens prints as it loads: not on stdout, which is for data, nor under --quiet
     with contextlib.redirect_stdout(io.StringIO() if settings.quiet else sys.stderr):
@@ -414,7 +439,27 @@ def open_all(cfg: ExtractConfig):
         model = (model if cfg.device == "cpu" else model.to(cfg.device)).eval()  # loaders give CPU models
     if kwargs and (w is not None or Path(src).is_dir() and (Path(src) / "tokenizer").is_dir()):
         info(f"note: {src} is stored already processed; the model options do not apply")
-    return model, w, handle
+    return cfg, model, w, handle
+
+
+def _needs_corpus(cfg: ExtractConfig, model: str) -> None:
+    if not cfg.reads_files:
+        raise BadInput(f"{model} is not a world and brings no data of its own: give it a corpus",
+                       hint="--corpus FILE|DIR|'GLOB' (.txt, .jsonl, .parquet), or --dataset NAME")
+
+
+def _recorded(cfg: ExtractConfig, world) -> ExtractConfig:
+    """`cfg` as the manifest keeps it: local paths made absolute, so that a later stage
+    run from another directory (squeeze, reopening the SAE) finds what was read. Names
+    that are not paths here (built-in worlds, a world's SAEs, hub names) stay as given."""
+    from codec_cli import world as worlds
+
+    def local(name: str | None, is_name: bool) -> str | None:
+        return str(Path(name).resolve()) if name is not None and not is_name and Path(name).exists() else name
+
+    own_sae = world is not None and cfg.sae in world.saes and cfg.sae_id is None
+    return replace(cfg, source=local(cfg.source, cfg.source in worlds.WORLDS), sae=local(cfg.sae, own_sae),
+                   corpus=[p.resolve() for p in cfg.corpus])
 
 
 def check_hooks(model, hooks: list[str]) -> None:
@@ -426,14 +471,20 @@ def check_hooks(model, hooks: list[str]) -> None:
             raise BadInput(f"the model has no hook {h!r}", hint=f"did you mean {', '.join(near)}?")
 
 
-def extract(cfg: ExtractConfig) -> dict:
-    """Run an extraction (or this rank's part of one) into `cfg.out`; returns the summary."""
+def extract(cfg: ExtractConfig, model=None, sae=None) -> dict:
+    """Run an extraction (or this rank's part of one) into `cfg.out`; returns the summary.
+
+    `model` (a transformer-lens HookedTransformer with its tokenizer) and `sae` (a
+    sae-lens SAE), when given, are read as they are, in memory, instead of loading
+    `cfg.source` and `cfg.sae`; those then only name them in the manifest. A model
+    passed in reads `cfg.corpus` or `cfg.dataset`, and runs where it already is."""
     from codec_cli.artifacts import ArtifactWriter, check_output
 
     index, ranks = rank(cfg)
     out = output(cfg, index, ranks)
     check_output(out, "features")
-    model, world, handle = open_all(cfg)
+    given = model
+    cfg, model, world, handle = open_all(cfg, model, sae)
     sae = handle.sae
     hook = cfg.hook or getattr(handle.meta, "hook_name", None) or (world and world.saes.get(world.default_sae))
     if not hook:
@@ -448,7 +499,8 @@ def extract(cfg: ExtractConfig) -> dict:
     n_ctx = _context(cfg, model, handle, world, language)
     own_stream = world is not None and not cfg.reads_files  # world documents start with BOS
     stream = Stream(language, n_ctx, language and (own_stream or cfg.bos) and not cfg.keep_bos, cfg.tokens)
-    enc = Encoder(model, sae, hook, cfg.neurons, stream, cfg.device)
+    device = cfg.device if given is None else str(next(model.parameters()).device)
+    enc = Encoder(model, sae, hook, cfg.neurons, stream, device)
 
     k, k_source = (cfg.k, "user") if cfg.k else (handle.k, "sae") if handle.k else (None, "mass")
     head, rows = [], 0
@@ -471,17 +523,19 @@ def extract(cfg: ExtractConfig) -> dict:
     labels = _labels(world) if not cfg.reads_files else None
     attrs = {"d_sae": d_sae, "d_in": d_in, "k": enc.k, "k_source": k_source, "hook": hook,
              "neurons": cfg.neurons, "language": language, "context": n_ctx if language else None,
-             "model": f"codec-{world.name}" if world else str(cfg.source or handle.meta.model_name),
+             "model": f"codec-{world.name}" if world else str(cfg.source or given is not None and
+                                                               given.cfg.model_name or handle.meta.model_name),
              "sae": {"origin": handle.origin, "fingerprint": handle.fingerprint(),
                      "architecture": sae.cfg.architecture(), "hook": getattr(handle.meta, "hook_name", None)},
              "part": {"index": index, "of": ranks} if ranks > 1 else None}
-    identity = {"params": {k: v for k, v in config.to_dict(cfg).items() if k not in ("resume", "out")},
+    params = config.to_dict(_recorded(cfg, world))
+    identity = {"params": {k: v for k, v in params.items() if k not in ("resume", "out")},
                 "attrs": attrs}
     inputs = [handle.artifact] if handle.artifact is not None else []
     if world is not None and all(a.fingerprint != world.artifact.fingerprint for a in inputs):
         inputs.append(world.artifact)
     started = time.perf_counter()
-    with ArtifactWriter(out, "features", command="codec extract", params=config.to_dict(cfg), inputs=inputs,
+    with ArtifactWriter(out, "features", command="codec extract", params=params, inputs=inputs,
                         attrs=attrs, resume=cfg.resume) as w:
         stats, done = _resume(w.path, identity, d_sae, cfg.resume)
         resumed = stats.rows

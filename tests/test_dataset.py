@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from codec_cli.corpus import build_tokenizer
-from codec_cli.dataset import read_documents, token_windows
+from codec_cli.dataset import corpus_files, read_documents, token_windows
 from codec_cli.errors import BadInput
 
 DOCS = ["after monday comes tuesday . after monday comes tuesday .", "in paris we saw the comet ."]
@@ -79,3 +79,30 @@ def test_a_tenth_of_the_windows_is_held_out(tok):
     assert not set(map(tuple, seen.tolist())) & set(map(tuple, held.tolist()))
     with pytest.raises(BadInput, match="only 9 context windows"):
         _cycle(windows[:9])
+
+
+def test_a_corpus_may_be_a_directory_or_a_glob(tmp_path):
+    (tmp_path / "b.txt").write_text(DOCS[1])
+    (tmp_path / "a.jsonl").write_text(json.dumps({"text": DOCS[0]}) + "\n")
+    (tmp_path / "notes.csv").write_text("not a corpus file")
+    (tmp_path / ".hidden.txt").write_text("editor droppings")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.txt").write_text("in paris")
+    # A directory: its corpus files, sorted by name; other files and subdirectories left out.
+    assert corpus_files([tmp_path]) == [tmp_path / "a.jsonl", tmp_path / "b.txt"]
+    assert list(read_documents([tmp_path])) == DOCS
+    assert corpus_files([str(tmp_path / "*.txt")]) == [tmp_path / "b.txt"]
+    assert corpus_files([tmp_path / "**" / "*.txt"]) == [tmp_path / "b.txt", tmp_path / "sub" / "c.txt"]
+    # Each file once, in the order first named.
+    assert corpus_files([tmp_path / "b.txt", tmp_path]) == [tmp_path / "b.txt", tmp_path / "a.jsonl"]
+
+
+@pytest.mark.parametrize("make, given, message", [
+    (lambda d: (d / "empty").mkdir(), "empty", "a directory with no corpus file in it"),
+    (lambda d: None, "*.parquet", "no file matches this pattern"),
+    (lambda d: None, "missing.txt", "no such corpus file or directory"),
+])
+def test_a_corpus_that_names_nothing(tmp_path, make, given, message):
+    make(tmp_path)
+    with pytest.raises(BadInput, match=message):
+        corpus_files([tmp_path / given])

@@ -311,6 +311,8 @@ def test_torchrun_environment_picks_the_rank(cli, tmp_path, monkeypatch):
     (["themes", "--of", "2"], "--shard and --of go together"),
     (["themes", "--sae", "nope"], "no such SAE directory"),
     (["toy", "--corpus", "x.txt"], "not a language model"),
+    (["tyo"], "no world or model named 'tyo'"),
+    (["themes", "--corpus", "nowhere/*.txt"], "no file matches this pattern"),
     (["--sae", "nope", "--sae-id", "x"], "cannot load SAE nope/x"),
 ])
 def test_bad_requests_exit_2_in_one_line(cli, tmp_path, args, message, monkeypatch):
@@ -371,11 +373,16 @@ def test_bos_options(cli, tmp_path, gpt2, corpus):
     assert none["pos"].min() == 0 and none["pos"].max() == 11
 
 
-def test_an_unknown_hub_model_is_one_line(cli, tmp_path, monkeypatch):
+def test_an_unknown_model_name_is_one_line(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     sae = Path(models.__file__).parent / "data/worlds/themes/saes/resid"
+    (tmp_path / "x.txt").write_text("some text")
     r = cli("extract", "no-such-model-anywhere", "--sae", sae, "--corpus", tmp_path / "x.txt", "--out", tmp_path / "f")
-    assert r.exit_code == 2 and "cannot load model 'no-such-model-anywhere'" in r.stderr
+    assert r.exit_code == 2 and "no world or model named 'no-such-model-anywhere'" in r.stderr
+    # Without --sae the same line, not a complaint about the missing SAE; the worlds are listed.
+    r = cli("extract", "tyo", "--out", tmp_path / "f")
+    assert r.exit_code == 2 and "no world or model named 'tyo'" in r.stderr and "--sae" not in r.stderr
+    assert "toy, themes" in r.stderr
 
 
 def test_sparsify_saes_read_the_raw_hugging_face_residual(cli, tmp_path, gpt2, corpus):
@@ -439,3 +446,129 @@ def test_a_partial_run_killed_while_finishing_starts_afresh(cli, tmp_path):
     shutil.copy(partial / "shards/00000.safetensors", partial / "shards/00009.safetensors")
     assert cli(*args, "--out", tmp_path / "f", "--resume").exit_code == 0
     assert open_artifact(tmp_path / "f").manifest["files"] == open_artifact(tmp_path / "fresh").manifest["files"]
+
+
+# --------------------------------------------------------------------------- corpora named loosely, checked early
+
+
+def test_a_corpus_directory_or_glob_reads_its_files_in_order(cli, tmp_path, gpt2, corpus):
+    lens = tiny_models.sae(tmp_path / "sae", 32, 64, "blocks.0.hook_resid_post", "tiny-gpt2")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "b.txt").write_text(tiny_models.TEXT[1])
+    shutil.copy(corpus / "docs.jsonl", docs / "a.jsonl")
+    (docs / "README").write_text("not a corpus file: left out")
+    common = ["--sae", lens, "--column", "body", "--context", 12]
+    assert cli("extract", gpt2, "--corpus", docs / "a.jsonl", "--corpus", docs / "b.txt", *common,
+               "--out", tmp_path / "files").exit_code == 0
+    r = cli("extract", gpt2, "--corpus", docs, *common, "--out", tmp_path / "dir")
+    assert r.exit_code == 0, r.output
+    r = cli("extract", gpt2, "--corpus", tmp_path / "doc?" / "*.*", *common, "--out", tmp_path / "glob")
+    assert r.exit_code == 0, r.output
+    files, folder, pattern = (open_artifact(tmp_path / x) for x in ("files", "dir", "glob"))
+    assert files.manifest["files"] == folder.manifest["files"] == pattern.manifest["files"]
+    # What was read is recorded file by file, as absolute paths.
+    assert folder.manifest["params"]["corpus"] == [str(docs.resolve() / "a.jsonl"), str(docs.resolve() / "b.txt")]
+
+
+def test_a_bad_corpus_is_named_before_the_model_loads(cli, tmp_path, gpt2, monkeypatch):
+    lens = tiny_models.sae(tmp_path / "sae", 32, 64, "blocks.0.hook_resid_post", "tiny-gpt2")
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the corpus was checked")
+
+    monkeypatch.setattr(models, "open_model", no_loading)
+    for corpus, message in [(["--corpus", tmp_path / "missing.jsonl"], "missing.jsonl: no such corpus file"),
+                            (["--corpus", tmp_path], "a directory with no corpus file in it"),
+                            ([], "give it a corpus")]:
+        r = cli("extract", gpt2, "--sae", lens, *corpus, "--out", tmp_path / "f")
+        assert r.exit_code == 2 and message in r.stderr, r.output
+        assert [line[:6] for line in r.stderr.splitlines()].count("Error:") == 1
+
+
+# --------------------------------------------------------------------------- what later stages reopen
+
+
+def test_paths_are_recorded_so_that_squeeze_reopens_the_sae_from_anywhere(cli, tmp_path, monkeypatch):
+    """Extract run with relative paths to a built world and an SAE directory; squeeze,
+    run from another directory, reopens that SAE for the faithfulness ratio."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(work)
+    quick = ["-p", "steps=50", "-p", "n_instances=1", "-p", "sae_steps=1", "-p", "sae_k=1", "-p", "n_samples=1024"]
+    assert cli("world", "build", "toy", "-p", "n_features=5", "-p", "n_hidden=2", *quick, "--out", "w").exit_code == 0
+    shutil.copytree("w/saes/oracle", "identity")
+    r = cli("extract", "w", "--sae", "identity", "--tokens", 3000, "--k", 5, "--out", "features")
+    assert r.exit_code == 0, r.output
+    monkeypatch.chdir(elsewhere)
+    r = cli("squeeze", work / "features", "--m", 2, "--k", 5, "--steps", 100, "--batch-size", 256,
+            "--eval-rows", 1000, "--out", "squeezer", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["faithfulness_ratio"] is not None
+    params = open_artifact(work / "features").manifest["params"]
+    assert params["source"] == str(work.resolve() / "w") and params["sae"] == str(work.resolve() / "identity")
+
+
+# --------------------------------------------------------------------------- the library on objects in memory
+
+
+def test_extract_from_python_on_an_in_memory_model_and_sae(tmp_path):
+    """The recipe of docs/extract.md, "From Python": a transformer-lens model and a
+    sae-lens SAE that exist only in memory; then the same model saved as a model
+    directory and the SAE with save_model, read back by `codec extract`, give the same bytes."""
+    from sae_lens.saes.sae import SAEMetadata
+    from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformers import AutoTokenizer
+
+    from codec_cli.extract import ExtractConfig, extract
+    from codec_cli.themes import save_model
+
+    tiny_models.tokenizer().save_pretrained(tmp_path / "tok")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "tok", add_bos_token=True)  # TL keeps it as it is
+    model = HookedTransformer(HookedTransformerConfig(n_layers=2, d_model=32, d_head=8, n_heads=4, n_ctx=32,
+                                                      d_vocab=len(tokenizer), act_fn="gelu", seed=0),
+                              tokenizer=tokenizer)
+    torch.manual_seed(0)
+    sae = TopKSAE(TopKSAEConfig(d_in=32, d_sae=64, k=4, metadata=SAEMetadata(hook_name="blocks.0.hook_resid_post")))
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+    (tmp_path / "corpus.txt").write_text(" ".join(tiny_models.TEXT[:4]))
+    summary = extract(ExtractConfig(corpus=[tmp_path / "corpus.txt"], context=16, out=tmp_path / "memory"),
+                      model=model, sae=sae)
+    assert summary["rows"] > 0 and summary["k"] == 4
+
+    top, tokens, _ = read(tmp_path / "memory")
+    windows, keep = rebuild(tokens, tokenizer.bos_token_id, 16)
+    indices, values, _ = expected(model, sae, "blocks.0.hook_resid_post", windows, keep, 4)
+    assert np.array_equal(top["indices"], indices) and np.allclose(top["values"], values, atol=1e-5)
+
+    # Saved: a model directory (config.json, model.safetensors, tokenizer/) and a sae-lens directory.
+    save_model(model, tmp_path / "model")
+    config = json.loads((tmp_path / "model/config.json").read_text())
+    assert config["dtype"] == "float32" and "device" not in config
+    sae.save_model(tmp_path / "sae")
+    r = subprocess.run([CODEC, "-q", "extract", tmp_path / "model", "--sae", tmp_path / "sae", "--corpus",
+                        tmp_path / "corpus.txt", "--context", "16", "--out", tmp_path / "disk"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    memory, disk = open_artifact(tmp_path / "memory"), open_artifact(tmp_path / "disk")
+    assert {k: v for k, v in memory.manifest["files"].items() if k.startswith("shards/")} == \
+        {k: v for k, v in disk.manifest["files"].items() if k.startswith("shards/")}
+
+
+def test_a_model_passed_in_needs_a_corpus_and_a_tokenizer(tmp_path):
+    from codec_cli.errors import BadInput
+    from codec_cli.extract import ExtractConfig, extract
+
+    world = models.open_model("themes")[1]
+    model, sae = world.model(), world.sae()
+    with pytest.raises(BadInput, match="give it a corpus"):
+        extract(ExtractConfig(out=tmp_path / "f"), model=model, sae=sae)
+    (tmp_path / "c.txt").write_text("monday tuesday")
+    model.tokenizer = None
+    with pytest.raises(BadInput, match="no tokenizer"):
+        extract(ExtractConfig(corpus=[tmp_path / "c.txt"], out=tmp_path / "f"), model=model, sae=sae)
+    assert not (tmp_path / "f").exists()
