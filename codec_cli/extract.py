@@ -62,7 +62,7 @@ class ExtractConfig:
     neurons: str | None = None
     """Also store the model's own activations at this hook (e.g. blocks.0.mlp.hook_post), for compare."""
     corpus: list[Path] = field(default_factory=list)
-    """Text (.txt), JSON-lines (.jsonl) or parquet files to read (repeatable); worlds bring their own."""
+    """Text (.txt), JSON-lines (.jsonl) or parquet files, a directory of them, or a quoted glob (repeatable); worlds bring their own."""
     dataset: str | None = None
     """A Hugging Face dataset to stream instead of --corpus files (a hub name or a local dataset directory)."""
     split: str = "train"
