@@ -167,8 +167,11 @@ def _describe(e: BaseException) -> tuple[str, str | None, int] | None:
         return "interrupted", None, 130
     if isinstance(e, OSError) and e.errno in _OS_ERRORS:
         meaning, hint, code = _OS_ERRORS[e.errno]
-        where = e.filename if e.filename is not None else None
-        return (f"{where}: {meaning}" if where else meaning), hint, code
+        where = e.filename
+        if where is not None and str(where).startswith(("/proc/", "/sys/")) and code == 2:
+            meaning += f" (/{str(where).split('/')[1]} is the kernel's own file system, not a place for files)"
+            hint = "choose an --out on an ordinary disk"
+        return (f"{where}: {meaning}" if where is not None else meaning), hint, code
     if (oom := _out_of_memory(e)) is not None:
         return oom, "ask for less (a smaller --batch-size, --expansion-factor, --m or --tokens), " \
                     "or run where there is more memory", 1

@@ -301,8 +301,9 @@ def safetensors_shapes(path: Path) -> dict[str, list[int]]:
         except (TypeError, KeyError, IndexError, ValueError):
             raise BadInput(f"{path}: not a safetensors file (tensor {name!r} is malformed)", hint=damaged) from None
     if end != size - 8 - n:
-        raise BadInput(f"{path}: truncated or padded: its tensors need {end:,} bytes, "
-                       f"the file holds {size - 8 - n:,}", hint=damaged)
+        said = "truncated" if end > size - 8 - n else "longer than its header says"
+        raise BadInput(f"{path}: {said}: its tensors take {end:,} bytes, the file holds {size - 8 - n:,}",
+                       hint=damaged)
     return shapes
 
 

@@ -123,6 +123,21 @@ def test_load_plugins_allowlist(fake, monkeypatch, allow, names):
     assert [p.name for p in registry.discover()] == names
 
 
+@pytest.mark.parametrize("allow, unknown", [("nosuch", "'nosuch'"), ("good,godo", "'godo'")])
+def test_load_plugins_naming_nothing_is_bad_input(fake, monkeypatch, allow, unknown):
+    """A typo in the allowlist would otherwise just hide plugins ("No analysis plugins installed")."""
+    monkeypatch.setenv("CODEC_LOAD_PLUGINS", allow)
+    with pytest.raises(BadInput, match=f"no installed plugin or package is named {unknown}") as e:
+        registry.discover()
+    assert "good" in e.value.hint
+
+
+def test_an_empty_allowlist_says_why_nothing_is_listed(fake, monkeypatch, cli):
+    monkeypatch.setenv("CODEC_LOAD_PLUGINS", "")
+    result = cli("plugins")
+    assert result.exit_code == 0 and "CODEC_LOAD_PLUGINS is empty" in result.stdout
+
+
 def test_plugins_listing_reports_broken_ones_without_spoiling_others(fake, cli):
     result = cli("plugins", "--json")
     assert result.exit_code == 0, result.output
