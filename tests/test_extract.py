@@ -559,6 +559,28 @@ def test_extract_from_python_on_an_in_memory_model_and_sae(tmp_path):
         {k: v for k, v in disk.manifest["files"].items() if k.startswith("shards/")}
 
 
+def test_a_model_directory_written_by_hand_from_the_config(tmp_path):
+    """docs/extract.md's rule for config.json: HookedTransformerConfig.to_dict() with its
+    dtype written as a bare name loads; so does a config of the required fields alone."""
+    from safetensors.torch import save_file
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformers import AutoTokenizer
+
+    d = tmp_path / "model"
+    tiny_models.tokenizer().save_pretrained(d / "tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(d / "tokenizer", add_bos_token=True)
+    required = {"n_layers": 2, "d_model": 32, "d_head": 8, "n_ctx": 32, "act_fn": "gelu"}
+    model = HookedTransformer(HookedTransformerConfig(**required, d_vocab=len(tokenizer), seed=0), tokenizer=tokenizer)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, d / "model.safetensors")
+    x = torch.tensor([[tokenizer.bos_token_id, 5, 6, 7]])
+    for config in ({**json.loads(json.dumps(model.cfg.to_dict(), default=str)), "dtype": "float32"},
+                   {**required, "dtype": "float32"}):
+        (d / "config.json").write_text(json.dumps(config))
+        loaded, _ = models.open_model(str(d))
+        with torch.no_grad():
+            assert torch.allclose(loaded(x), model(x), atol=1e-5)
+
+
 def test_a_model_passed_in_needs_a_corpus_and_a_tokenizer(tmp_path):
     from codec_cli.errors import BadInput
     from codec_cli.extract import ExtractConfig, extract
