@@ -224,7 +224,7 @@ def emit(reply: Reply, as_json: bool) -> None:
         _silence_stdout()
         meaning = _OS_ERRORS.get(e.errno, (e.strerror or str(e),))[0]
         raise CodecError(f"cannot write the result to stdout: {meaning}",
-                         hint="check where stdout goes (a full disk, a closed pipe)") from None
+                         hint="free space where stdout is sent, or send it elsewhere") from None
     if reply.code:
         raise typer.Exit(reply.code)
 

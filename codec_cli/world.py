@@ -76,7 +76,7 @@ def locate(name_or_path: str | Path) -> Path:
         import difflib
 
         near = difflib.get_close_matches(name_or_path, list(WORLDS), n=1)
-        raise BadInput(f"no world named {name_or_path!r}, and no directory of that name",
+        raise BadInput(f"{name_or_path}: no such artifact directory, nor a built-in world of that name",
                        hint=(f"did you mean {near[0]}? " if near else "")
                        + f"built-in worlds: {', '.join(WORLDS)} (see `codec world list`)")
     return path
