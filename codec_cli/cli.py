@@ -2,8 +2,9 @@
 
 Each stage lives in its own module and registers its command here through
 `command()`, which projects the stage's config dataclass onto options (see
-config.py), turns a `CodecError` into `Error: …` plus a hint and its exit code,
-and prints the result: human text, or JSON with `--json`, on stdout.
+config.py), turns a `CodecError` (or an OS, memory or stdout failure) into `Error: …`
+plus a hint and its exit code, and prints the result: human text, or JSON with
+`--json`, on stdout. Click's usage errors get the same one-line shape (`CodecGroup`).
 
 Nothing heavy is imported at module level: `codec --help` must stay instant.
 """
@@ -21,7 +22,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Callable
 
 import typer
-from typer import _click as click
 from typer.core import TyperCommand, TyperGroup
 
 from codec_cli import __version__, config
@@ -46,9 +46,9 @@ def _one_line_usage_errors():
     usage line and boxed panel (DESIGN.md §8: one line that says what and how to fix)."""
     try:
         yield
-    except click.exceptions.NoArgsIsHelpError:
-        raise  # it has already shown the help
-    except click.exceptions.ClickException as e:
+    except typer.TyperException as e:  # Typer's own Click's exceptions derive from it
+        if type(e).__name__ == "NoArgsIsHelpError":  # it has shown the help already
+            raise
         message = " ".join(e.format_message().split())
         err.print(f"Error: {message}", markup=False, style="red")
         ctx = getattr(e, "ctx", None)
@@ -58,11 +58,15 @@ def _one_line_usage_errors():
 
 
 class CodecCommand(TyperCommand):
+    """A codec command: flags shown as flags."""
+
     def get_params(self, ctx):
         return _plain_flags(super().get_params(ctx))
 
 
 class CodecGroup(TyperGroup):
+    """`codec` and its groups: flags shown as flags, usage errors in one line."""
+
     def get_params(self, ctx):
         return _plain_flags(super().get_params(ctx))
 
@@ -129,7 +133,7 @@ _OS_ERRORS = {
     errno.EROFS: ("read-only file system", "choose an --out on a writable file system", 2),
     errno.ENOTDIR: ("a part of the path is a file, not a directory", "choose an --out inside a directory", 2),
     errno.EACCES: ("permission denied", "choose a place you may read or write", 2),
-    errno.EPERM: ("operation not permitted", "choose a place you may read or write (not /proc or /sys)", 2),
+    errno.EPERM: ("operation not permitted", "choose a place you may read or write", 2),
     errno.ENOENT: ("no such file or directory", "check the path", 2),
     errno.EISDIR: ("is a directory", "give a file here", 2),
     errno.ENAMETOOLONG: ("file name too long", "choose a shorter path", 2),
@@ -153,7 +157,8 @@ def _out_of_memory(e: BaseException) -> str | None:
     if isinstance(e, MemoryError):
         return "out of memory"
     text = str(e)
-    if type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in text or "out of memory" in text.lower():
+    if isinstance(e, RuntimeError) and (type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in text
+                                        or "out of memory" in text.lower()):  # torch's CPU and CUDA allocators
         m = re.search(r"allocate (\d+) bytes", text)
         return "out of memory" + (f" (an allocation of {int(m.group(1)) / 2**30:,.1f} GiB failed)" if m else "")
     return None

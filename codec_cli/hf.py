@@ -68,8 +68,8 @@ def check_weights(path: Path) -> None:
         return
     pickled = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
     if pickled:
-        raise BadInput(f"{path}: the weights are pickled ({', '.join(pickled[:3])}{' …' if len(pickled) > 3 else ''}); "
-                       "codec reads safetensors only",
+        shown = ", ".join(pickled[:3]) + (" …" if len(pickled) > 3 else "")
+        raise BadInput(f"{path}: the weights are pickled ({shown}); codec reads safetensors only",
                        hint="convert them: AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir, "
                             "safe_serialization=True)")
     raise BadInput(f"{path}: no model weights (no *.safetensors file)",

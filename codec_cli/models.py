@@ -76,7 +76,7 @@ def unknown_source(source: str) -> BadInput | None:
         return BadInput(f"{source}: no such model directory",
                         hint="give a built-in world, a model directory, or a transformer-lens model name")
     official = _official_names()
-    if official is None or source.lower() in {n.lower() for n in official}:  # TL matches names so
+    if official is None or source.lower() in {n.lower() for n in official}:  # as TL does, whatever the case
         return None
     import difflib
 

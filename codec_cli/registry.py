@@ -91,8 +91,9 @@ def discover() -> list[PluginInfo]:
         if unknown:
             known = ", ".join(sorted({p.name for p in found})) or "none"
             raise BadInput(f"CODEC_LOAD_PLUGINS: no installed plugin or package is named "
-                           f"{', '.join(map(repr, unknown))}", hint=f"installed plugins: {known}; leave CODEC_LOAD_PLUGINS "
-                           "empty to load none, or unset it to load all")
+                           f"{', '.join(map(repr, unknown))}",
+                           hint=f"installed plugins: {known}; leave CODEC_LOAD_PLUGINS empty to load none, "
+                                "or unset it to load all")
         found = [p for p in found if p.name in allowed or p.package in allowed]
     found.sort(key=lambda p: (p.name, not p.builtin, p.package))
     unique: dict[str, PluginInfo] = {}
