@@ -409,6 +409,8 @@ def open_all(cfg: ExtractConfig, model=None, sae=None):
             w = worlds.open_world(src)
             if cfg.reads_files and not w.spec.load().LANGUAGE:
                 raise BadInput(f"world {w.name!r} is not a language model and takes no corpus")
+        else:
+            _needs_corpus(cfg, src)
     if cfg.corpus:
         cfg = replace(cfg, corpus=corpus_files(cfg.corpus))
     if sae is not None:
@@ -431,7 +433,7 @@ def open_all(cfg: ExtractConfig, model=None, sae=None):
         src = named.removeprefix("codec-") if named.removeprefix("codec-") in worlds.WORLDS else named
         info(f"model: {src} (named by the SAE)")
     if w is None and not worlds.is_world(src):
-        _needs_corpus(cfg, src)  # before the model loads, which may take minutes
+        _needs_corpus(cfg, src)  # the model the SAE names: still before it loads
     kwargs = model_kwargs(cfg.model_kwarg, handle.meta)
     # transformer-lens prints as it loads: not on stdout, which is for data, nor under --quiet
     with contextlib.redirect_stdout(io.StringIO() if settings.quiet else sys.stderr):
@@ -523,8 +525,8 @@ def extract(cfg: ExtractConfig, model=None, sae=None) -> dict:
     labels = _labels(world) if not cfg.reads_files else None
     attrs = {"d_sae": d_sae, "d_in": d_in, "k": enc.k, "k_source": k_source, "hook": hook,
              "neurons": cfg.neurons, "language": language, "context": n_ctx if language else None,
-             "model": f"codec-{world.name}" if world else str(cfg.source or given is not None and
-                                                               given.cfg.model_name or handle.meta.model_name),
+             "model": f"codec-{world.name}" if world else str(cfg.source or handle.meta.model_name
+                                                               if given is None else cfg.source or given.cfg.model_name),
              "sae": {"origin": handle.origin, "fingerprint": handle.fingerprint(),
                      "architecture": sae.cfg.architecture(), "hook": getattr(handle.meta, "hook_name", None)},
              "part": {"index": index, "of": ranks} if ranks > 1 else None}

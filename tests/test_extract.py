@@ -555,6 +555,8 @@ def test_extract_from_python_on_an_in_memory_model_and_sae(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     memory, disk = open_artifact(tmp_path / "memory"), open_artifact(tmp_path / "disk")
+    assert memory.attrs["model"] == model.cfg.model_name and memory.attrs["sae"]["origin"] == "in-memory"
+    assert memory.attrs["sae"]["fingerprint"] == disk.attrs["sae"]["fingerprint"]
     assert {k: v for k, v in memory.manifest["files"].items() if k.startswith("shards/")} == \
         {k: v for k, v in disk.manifest["files"].items() if k.startswith("shards/")}
 
