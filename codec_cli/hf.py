@@ -64,7 +64,12 @@ def _tokenizer(path: Path):
 def check_weights(path: Path) -> None:
     """Refuse a directory whose weights are not safetensors: codec never unpickles a
     file (`torch.load` can run code), so say so before transformers gets to it."""
-    if any(path.glob("*.safetensors")):
+    from codec_cli.models import safetensors_shapes
+
+    weights = sorted(path.glob("*.safetensors"))
+    if weights:
+        for w in weights:  # a damaged file is named here, not deep inside transformers
+            safetensors_shapes(w)
         return
     pickled = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
     if pickled:

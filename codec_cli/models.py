@@ -115,6 +115,7 @@ def open_model(source: str, kwargs: dict | None = None):
     if path.is_dir() and (path / "model.safetensors").is_file() and (path / "tokenizer").is_dir():
         from codec_cli.themes import load_model  # codec's transformer-lens directory format
 
+        safetensors_shapes(path / "model.safetensors")  # load_model would fail deep in safetensors
         return load_model(path), None
     if path.is_dir():
         return _from_hf_dir(path, kwargs or {}), None
@@ -171,6 +172,7 @@ def _from_hf_dir(path: Path, kwargs: dict):
     if not (path / "config.json").is_file():
         raise BadInput(f"{path}: not a model directory (no config.json)",
                        hint="give a world, a save_pretrained directory, or a transformer-lens model name")
+    _read_cfg(path / "config.json")
     return hf.load(path, **kwargs)
 
 
@@ -308,7 +310,8 @@ def safetensors_shapes(path: Path) -> dict[str, list[int]]:
 
 
 def _read_cfg(path: Path) -> dict:
-    damaged = "the SAE directory is damaged; save or download it again"
+    """A JSON config as a dict, or one line naming the file that is not one."""
+    damaged = "the directory is damaged; save or download it again"
     try:
         raw = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
@@ -432,12 +435,12 @@ def sparsify_loader(path: str | Path, device: str = "cpu", cfg_overrides: dict |
     from safetensors.torch import load_file
 
     path = Path(path)
-    raw = json.loads((path / "cfg.json").read_text())
+    raw = _read_cfg(path / "cfg.json")
     if raw.get("transcode") or raw.get("skip_connection"):
         raise BadInput(f"{path}: a sparsify transcoder or skip connection; codec reads plain SAEs")
     sd = load_file(path / "sae.safetensors", device=device)
     run = path.parent / "config.json"
-    run = json.loads(run.read_text()) if run.is_file() else {}
+    run = _read_cfg(run) if run.is_file() else {}
     d_in = int(raw["d_in"])
     d_sae = int(raw.get("num_latents") or d_in * raw["expansion_factor"])
     cfg = {"architecture": "topk", "d_in": d_in, "d_sae": d_sae, "k": int(raw["k"]), "dtype": "float32",

@@ -66,6 +66,14 @@ def pickled_hf_model(tmp: Path) -> Path:
     return d
 
 
+def hf_model_with(tmp: Path, files: dict[str, bytes]) -> Path:
+    d = tmp / "hf-model"
+    d.mkdir()
+    for name, data in {"config.json": b'{"model_type": "gpt2"}', **files}.items():
+        (d / name).write_bytes(data)
+    return d
+
+
 def corpus(tmp: Path) -> Path:
     (tmp / "corpus.txt").write_text("a line of text\n" * 50)
     return tmp / "corpus.txt"
@@ -159,6 +167,12 @@ CASES = [
     # Weights codec will not unpickle.
     pytest.param(lambda t, m: ["sae", "train", pickled_hf_model(t), "--corpus", corpus(t), "--out", t / "s"], 2,
                  "codec reads safetensors only", id="hf-pytorch-model-bin"),
+    # Damaged Hugging Face directories: the file is named.
+    pytest.param(lambda t, m: ["sae", "train", hf_model_with(t, {"model.safetensors": b"junk"}), "--corpus", corpus(t),
+                               "--out", t / "s"], 2, "model.safetensors: not a safetensors file", id="hf-weights-garbage"),
+    pytest.param(lambda t, m: ["sae", "train", hf_model_with(t, {"config.json": b"{bad", "model.safetensors": b""}),
+                               "--corpus", corpus(t), "--out", t / "s"], 2, "config.json: not valid JSON",
+                 id="hf-config-not-json"),
 ]
 
 
