@@ -538,7 +538,7 @@ def extract(cfg: ExtractConfig, model=None, sae=None) -> dict:
         inputs.append(world.artifact)
     started = time.perf_counter()
     with ArtifactWriter(out, "features", command="codec extract", params=params, inputs=inputs,
-                        attrs=attrs, resume=cfg.resume) as w:
+                        attrs=attrs, resume=cfg.resume, resumable="shards/*.safetensors") as w:
         stats, done = _resume(w.path, identity, d_sae, cfg.resume)
         resumed = stats.rows
         decoded: dict[int, str] = {}
@@ -601,7 +601,17 @@ def _resume(path: Path, identity: dict, d_sae: int, resume: bool) -> tuple[Stats
                 p.unlink()
         for j in sorted(done):
             shard = path / SHARD.format(j)
-            stats.add(load_file(shard), shard.stat().st_size)
+            try:
+                tensors = load_file(shard)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:  # damaged after it was written: extract it again
+                info(f"{shard} is damaged; extracting shard {j} again")
+                for name in (SHARD, TOKENS, NEURONS):
+                    (path / name.format(j)).unlink(missing_ok=True)
+                done.discard(j)
+                continue
+            stats.add(tensors, shard.stat().st_size)
         if done:
             info(f"resuming after {len(done)} finished shard(s), {stats.rows} rows")
     run.write_bytes(canonical_json(identity))

@@ -132,7 +132,7 @@ def _looks_like_hub_name(name: str) -> bool:
 def load_source(source: str, corpus: list[Path] = (), column: str = "text", context: int = 64) -> Source:
     """Open `source` for training (see the module docstring); errors are one line, before heavy work."""
     from codec_cli import world as worlds
-    from codec_cli.dataset import read_documents, token_windows
+    from codec_cli.dataset import corpus_files, read_documents, token_windows
 
     path = Path(source)
     if (problem := unknown_source(source)) is not None:
@@ -144,11 +144,13 @@ def load_source(source: str, corpus: list[Path] = (), column: str = "text", cont
     elif not corpus:
         raise BadInput(f"model {source!r} needs a --corpus to read activations from",
                        hint="give text, .jsonl or .parquet files")
+    if corpus:
+        corpus = corpus_files(list(corpus))  # a missing or empty corpus is named before the model loads
     model, w = open_model(source)
     if w is not None and not corpus:
         return Source(f"codec-{w.name}", model, lambda step, n: module.inputs(cfg, step, n), module.LANGUAGE,
                       w.saes[w.default_sae])
-    windows = token_windows(model.tokenizer, read_documents(list(corpus), column), min(context, model.cfg.n_ctx))
+    windows = token_windows(model.tokenizer, read_documents(corpus, column), min(context, model.cfg.n_ctx))
     # The name goes into the SAE's cfg.json, where `codec extract --sae DIR` looks for the
     # model: a local directory is recorded whole, so it still opens from anywhere.
     name = f"codec-{w.name}" if w else (str(path.resolve()) if path.is_dir() else source)

@@ -177,7 +177,7 @@ def evaluate(sae, x: torch.Tensor) -> dict[str, float]:
     total = ((x - x.mean(0)) ** 2).sum()
     return {
         "l0": float(fired.sum(-1).float().mean()),
-        "fvu": float(residual / total),
+        "fvu": float(residual / total) if total > 0 else None,  # undefined where x never varies: null
         "dead_fraction": float((~fired.any(0)).float().mean()),
         "d_sae": int(acts.shape[-1]),
     }
@@ -199,7 +199,7 @@ def ce_loss_recovered(model, sae, hook: str, tokens: torch.Tensor) -> dict[str, 
         spliced = float(model.run_with_hooks(tokens, return_type="loss", fwd_hooks=[(hook, splice)]))
         zeroed = float(model.run_with_hooks(tokens, return_type="loss", fwd_hooks=[(hook, zero)]))
     return {"ce_clean": clean, "ce_sae": spliced, "ce_zero_ablation": zeroed,
-            "ce_loss_recovered": (zeroed - spliced) / (zeroed - clean) if zeroed != clean else float("nan")}
+            "ce_loss_recovered": (zeroed - spliced) / (zeroed - clean) if zeroed != clean else None}
 
 
 def train_on_source(cfg: SAETrainConfig, src, hook: str, checkpoint: Path | None = None, context: int | None = None):
@@ -262,7 +262,7 @@ def train_command(cfg: TrainCommand) -> Reply:
     d_in = models.activations(src, hook, 0, 1).shape[-1]  # a bad hook fails here, before training
     width(train_cfg, d_in)
     with ArtifactWriter(cfg.out, "sae", command="codec sae train", params=config.to_dict(cfg),
-                        resume=cfg.resume) as w:
+                        resume=cfg.resume, resumable="checkpoint/state.safetensors") as w:
         sae, history, metrics = train_on_source(train_cfg, src, hook, checkpoint=w.path / "checkpoint",
                                                 context=cfg.context)
         save(sae, w.path)

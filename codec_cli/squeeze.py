@@ -72,7 +72,7 @@ class SqueezeConfig:
     """The learning rate at the last step, as a fraction of --lr (linear and cosine decay)."""
     restarts: int = 1
     """Squeezers trained side by side from different initial weights; the one with the lowest held-out
-    loss is kept (toy models land in a poor local minimum about a third of the time)."""
+    loss is kept (small toy models often land in a poor local minimum)."""
     seed: int = 0
     """Seed of the initial weights and of the shuffling."""
     eval_rows: int = 8192
@@ -323,7 +323,8 @@ def evaluate(model, idx: torch.Tensor, val: torch.Tensor, scaled: torch.Tensor, 
            "neuron_std": (acc["h2"] / n - (acc["h"] / n) ** 2).clamp_min(0).sqrt(),
            "neuron_active": acc["h_pos"] / n}
     total_var = float(out["per_feature_var"].sum())
-    out["fvu"] = float(acc["err"].sum() / n) / total_var if total_var > 0 else math.nan
+    # Undefined, not infinite, where the held-out rows do not vary: written as null.
+    out["fvu"] = float(acc["err"].sum() / n) / total_var if total_var > 0 else None
     if codec is not None:
         out["codec_loss"] = float((acc["codec_err"] * w).sum() / (n * F))
         out["codec_mse"] = float(acc["codec_err"].sum() / (n * F))
@@ -361,6 +362,7 @@ def squeeze(cfg: SqueezeConfig) -> dict:
     from codec_cli.artifacts import ArtifactWriter, check_output, open_artifact
     from codec_cli.console import err, info, progress
     from codec_cli.features import Batches
+    from codec_cli.models import check_device
     from codec_cli.squeezer import Squeezer
 
     check_output(cfg.out, "squeezer")
@@ -370,8 +372,7 @@ def squeeze(cfg: SqueezeConfig) -> dict:
         raise BadInput(f"{art.path}: attrs.d_sae should give the number of features")
     if cfg.k > F:
         raise BadInput(f"--k {cfg.k} is larger than the number of features ({F})")
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise BadInput(f"--device {cfg.device}: no CUDA device is available here", hint="use --device cpu")
+    check_device(cfg.device)
     if cfg.dtype != "float32" and not cfg.device.startswith("cuda"):
         # Slower than float32 on a CPU, and fatal on some (SIGILL where AMX is advertised but not enabled).
         raise BadInput(f"--dtype {cfg.dtype} is for GPUs", hint="use --dtype float32 on the CPU")

@@ -332,7 +332,11 @@ def load_model(directory: str | Path, device: str = "cpu") -> HookedTransformer:
                                 hint="write one with codec_cli.themes.save_model")
     try:
         fields = json.loads((directory / CONFIG_FILE).read_text())
-        fields["dtype"] = getattr(torch, fields["dtype"])
+        # `HookedTransformerConfig.to_dict()` written with `default=str` spells it "torch.float32".
+        dtype = getattr(torch, str(fields.get("dtype", "float32")).removeprefix("torch."))
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"dtype {fields['dtype']!r} is not a torch dtype")
+        fields["dtype"] = dtype
         # The weights are about to be overwritten, so drawing initial ones would be wasted time.
         config = HookedTransformerConfig(**{**fields, "device": device, "init_weights": False})
     except (ValueError, TypeError, KeyError, AttributeError, AssertionError) as e:
@@ -418,7 +422,7 @@ def build(cfg: Config, w) -> None:
     save_model(model, w.path / "model")
     w.write_table("truth/tokens.parquet", ground_truth(cfg.corpus))
 
-    with models.torch_threads(cfg.threads):  # as for the model: fast here, and the same bytes everywhere
+    with models.torch_threads(cfg.threads):  # as for the model: the same bytes for the same thread count
         src = models.Source("codec-themes", model, lambda step, n: inputs(cfg, step, n), True, cfg.sae_hook)
         sae, _, sae_metrics = saes.train_on_source(_sae_config(cfg), src, cfg.sae_hook, context=cfg.n_ctx)
     saes.save(sae, w.path / "saes" / "resid")

@@ -198,8 +198,9 @@ def train(cfg: ToyConfig, on_step: Callable[[int, float], None] | None = None) -
     """Train cfg.n_instances models at once and keep the one with the lowest evaluation loss.
 
     on_step(steps_done, loss) is called every few steps and after the last one, with the
-    step's training loss averaged over instances. Deterministic on CPU for a given config:
-    one generator seeded with cfg.seed draws the initial weights and every training batch.
+    step's training loss averaged over instances. Repeatable on one machine and thread count
+    for a given config: one generator seeded with cfg.seed draws the initial weights and every
+    training batch (other CPUs' float kernels differ slightly; docs/worlds.md).
     """
     I, m, n = cfg.n_instances, cfg.n_hidden, cfg.n_features
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -402,7 +403,8 @@ def build(cfg: Config, w) -> None:
     from codec_cli.console import progress
     from codec_cli.models import torch_threads
 
-    # One thread: the same bytes on every machine, and tiny matrices anyway.
+    # One thread, whatever the caller's: the same bytes on this machine every time (other CPUs
+    # differ within docs/worlds.md's tolerances), and tiny matrices anyway.
     with torch_threads(1):
         with progress("steps") as bar:
             task = bar.add_task("toy model", total=cfg.steps)

@@ -11,7 +11,8 @@ A world is an artifact of kind `world` (docs/worlds.md):
 Worlds load through the same interfaces as real models and SAEs: the model is a
 transformer-lens `HookedRootModule` (a `HookedTransformer` for language worlds) and
 every SAE opens with `sae_lens.SAE.load_from_disk`. The trained worlds ship inside
-the package; `codec world build NAME` retrains one from scratch and reproduces it.
+the package; `codec world build NAME` retrains one from scratch: the same bytes on the
+machine that built it, within docs/worlds.md's tolerances on another CPU.
 """
 
 from __future__ import annotations
@@ -168,7 +169,8 @@ class BuildConfig:
 
 @command("build", BuildConfig, group=world_app)
 def build_command(cfg: BuildConfig) -> Reply:
-    """Train a world from scratch (deterministic: the defaults reproduce the shipped copy)."""
+    """Train a world from scratch (the defaults rebuild the shipped copy: same bytes on one machine, within
+    docs/worlds.md's tolerances across CPUs)."""
     info = describe(build(cfg.name, cfg.out, config.pairs(cfg.param)))
     return Reply(info, f"built {cfg.name} -> {cfg.out}\n" + render_metrics(info["metrics"]))
 

@@ -251,11 +251,15 @@ def test_a_killed_extraction_resumes_to_the_same_bytes(tmp_path):
     proc.kill()
     proc.wait()
     assert not (tmp_path / "killed").exists() and len(list(shards.glob("*.safetensors"))) >= 3
+    damaged = sorted(shards.glob("*.safetensors"))[1]  # a finished shard truncated behind codec's back
+    damaged.write_bytes(damaged.read_bytes()[:100])
     done = subprocess.run([CODEC, *args, "--out", tmp_path / "killed", "--resume"], capture_output=True, text=True,
                           env=env)
     assert done.returncode == 0, done.stderr
+    # (-q hides the note that the damaged shard is extracted again; the bytes below show it was.)
     a, b = (json.loads((tmp_path / x / "manifest.json").read_text()) for x in ("straight", "killed"))
     assert a["files"] == b["files"] and a["fingerprint"] == b["fingerprint"]
+    assert {k: v for k, v in a["params"].items() if k != "out"} == {k: v for k, v in b["params"].items() if k != "out"}
 
 
 def test_resume_refuses_other_settings(cli, tmp_path):
@@ -266,9 +270,12 @@ def test_resume_refuses_other_settings(cli, tmp_path):
 
     params = {k: v for k, v in config.to_dict(ExtractConfig(source="themes", tokens=1)).items() if k not in ("out", "resume")}
     (partial / "run.json").write_text(json.dumps({"params": params, "attrs": {}}))
+    (partial / "shards").mkdir()
+    (partial / "shards/00000.safetensors").write_bytes(b"a finished shard")  # what makes it worth keeping
     r = cli("extract", "themes", "--tokens", 100, "--out", tmp_path / "f", "--resume")
     assert r.exit_code == 2 and "different settings (tokens)" in r.stderr
     assert (partial / "run.json").exists()  # the partial run is kept for a resume with the right options
+    assert (partial / "shards/00000.safetensors").read_bytes() == b"a finished shard"
 
 
 def test_ranks_merge_into_what_one_process_writes(cli, tmp_path):
@@ -562,8 +569,8 @@ def test_extract_from_python_on_an_in_memory_model_and_sae(tmp_path):
 
 
 def test_a_model_directory_written_by_hand_from_the_config(tmp_path):
-    """docs/extract.md's rule for config.json: HookedTransformerConfig.to_dict() with its
-    dtype written as a bare name loads; so does a config of the required fields alone."""
+    """docs/extract.md's rule for config.json: HookedTransformerConfig.to_dict() as
+    json.dump(default=str) writes it loads; so does a config of the required fields alone."""
     from safetensors.torch import save_file
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformers import AutoTokenizer
@@ -575,8 +582,8 @@ def test_a_model_directory_written_by_hand_from_the_config(tmp_path):
     model = HookedTransformer(HookedTransformerConfig(**required, d_vocab=len(tokenizer), seed=0), tokenizer=tokenizer)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, d / "model.safetensors")
     x = torch.tensor([[tokenizer.bos_token_id, 5, 6, 7]])
-    for config in ({**json.loads(json.dumps(model.cfg.to_dict(), default=str)), "dtype": "float32"},
-                   {**required, "dtype": "float32"}):
+    for config in (json.loads(json.dumps(model.cfg.to_dict(), default=str)),  # dtype "torch.float32"
+                   {**required, "dtype": "float32"}, required):
         (d / "config.json").write_text(json.dumps(config))
         loaded, _ = models.open_model(str(d))
         with torch.no_grad():

@@ -98,3 +98,16 @@ def test_bad_config(kw, message):
 def test_k_wider_than_sae():
     with pytest.raises(BadInput, match="larger than the SAE's width"):
         train(SAETrainConfig(k=100, steps=1), batch, D_IN)
+
+
+def test_fvu_is_null_where_the_activations_never_vary():
+    from codec_cli.sae import evaluate
+
+    class Zero:
+        def encode(self, x):
+            return torch.zeros(len(x), 4)
+
+        def decode(self, a):
+            return torch.zeros(len(a), 3)
+
+    assert evaluate(Zero(), torch.zeros(8, 3))["fvu"] is None

@@ -4,6 +4,7 @@ that is also a codec artifact, and resumes a killed run to the same weights."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -36,8 +37,10 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     from safetensors.torch import load_file
 
     args = ["-q", "sae", "train", "toy", *FAST, "--steps", "300", "--checkpoint-every", "100"]
-    subprocess.run([CODEC, *args, "--out", tmp_path / "straight"], check=True, capture_output=True)
-    proc = subprocess.Popen([CODEC, *args, "--out", tmp_path / "killed"])
+    # Exact equality holds for one thread count; pinned, as tests/README.md asks.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([CODEC, *args, "--out", tmp_path / "straight"], check=True, capture_output=True, env=env)
+    proc = subprocess.Popen([CODEC, *args, "--out", tmp_path / "killed"], env=env)
     state = tmp_path / ".killed.partial/checkpoint/state.safetensors"
     deadline = time.time() + 120
     while not state.exists() and proc.poll() is None and time.time() < deadline:
@@ -45,7 +48,8 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     proc.kill()
     proc.wait()
     assert state.exists() and not (tmp_path / "killed").exists()
-    done = subprocess.run([CODEC, *args, "--out", tmp_path / "killed", "--resume"], capture_output=True, text=True)
+    done = subprocess.run([CODEC, *args, "--out", tmp_path / "killed", "--resume"], capture_output=True, text=True,
+                          env=env)
     assert done.returncode == 0, done.stderr
     a = load_file(tmp_path / "straight/sae_weights.safetensors")
     b = load_file(tmp_path / "killed/sae_weights.safetensors")
@@ -59,7 +63,8 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     (["toy", "--architecture", "gated"], "--architecture must be one of"),
     (["toy", "--k", "50"], "larger than the SAE's width"),
     (["toy", "--corpus", "x.txt"], "is not a language model"),
-    (["not-a-model"], "needs a --corpus"),
+    (["not-a-model"], "no world or model named 'not-a-model'"),
+    (["themes", "--corpus", "nowhere.txt"], "nowhere.txt: no such corpus file or directory"),
     (["toy", "--lr", "nan"], "--lr must be a finite number"),
     (["themes", "--hook", "blocks.0.attn.hook_pattern"], "codec reads activations shaped [batch, position, width]"),
 ])

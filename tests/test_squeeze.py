@@ -330,6 +330,7 @@ def test_themes_world_reports_everything(tmp_path, cli) -> None:
     (["--m", 0], "--m must be at least 1"),
     (["--eval-rows", 5000], "too few"),
     (["--device", "cuda"], "no CUDA device"),
+    (["--device", "tpu9"], "--device 'tpu9' is not a device torch knows"),
     (["--dtype", "bfloat16"], "bfloat16 is for GPUs"),
     ([], "does not say which SAE"),
 ])
@@ -355,3 +356,13 @@ def test_an_out_that_is_not_a_squeezer_is_refused(tmp_path, cli) -> None:
     r = cli("squeeze", f, "--m", 4, "--k", 4, "--no-faithfulness", "--out", f)
     assert r.exit_code == 2 and "refusing to replace" in r.stderr
     assert open_artifact(f, "features")
+
+
+def test_held_out_rows_that_never_vary_give_a_null_fvu(tmp_path) -> None:
+    """Every row the same: FVU is 0/0, written as null rather than failing on NaN."""
+    with ArtifactWriter(tmp_path / "flat", "features", command="test", attrs={"d_sae": 16, "k": 2}) as w:
+        w.write_topk(np.tile(np.array([[3, 5]], np.int32), (600, 1)), np.ones((600, 2), np.float32))
+    metrics = squeeze(SqueezeConfig(features=tmp_path / "flat", m=4, k=2, batch_size=64, steps=5, eval_rows=200,
+                                    faithfulness=False, out=tmp_path / "sq"))
+    assert metrics["fvu"] is None
+    assert open_artifact(tmp_path / "sq").json("metrics.json")["fvu"] is None
