@@ -2,8 +2,9 @@
 
 Every analysis, built-in or third-party, is an entry point in the group
 `codec.analyses` (flake8's model: no side door for the built-ins). Discovery
-reads package metadata only; `load` imports one plugin, checks the API version it
-declares, and wraps any failure in a `PluginError` that names plugin and package.
+reads package metadata only; `load` imports one plugin, checks it against the plugin
+contract (`plugin_api.validate`), and wraps any failure in a `PluginError` that names
+plugin and package. The entry point's name is the plugin's name.
 
 Environment:
     CODEC_LOAD_PLUGINS   comma-separated plugin or package names to allow; empty = none
@@ -11,13 +12,11 @@ Environment:
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.metadata
 import os
 from dataclasses import dataclass
 from typing import Any
 
-from codec_cli import CODEC_API_VERSION
 from codec_cli.errors import BadInput, PluginError
 
 GROUP = "codec.analyses"
@@ -112,6 +111,8 @@ def find(name: str) -> PluginInfo:
 
 def load(info: PluginInfo) -> Any:
     """Import one plugin and check it against the plugin contract (docs/plugins.md)."""
+    from codec_cli import plugin_api
+
     if info.package == IN_PROCESS:
         obj = _registered[info.name]
     else:
@@ -120,15 +121,11 @@ def load(info: PluginInfo) -> Any:
         except Exception as e:
             raise PluginError(f"{info.describe()} failed to load: {type(e).__name__}: {e}",
                               hint=f"reinstall or upgrade {info.package}, or leave it out with CODEC_LOAD_PLUGINS") from e
-    plugin = obj() if isinstance(obj, type) else obj
-    api = getattr(plugin, "api_version", None)
-    if api != CODEC_API_VERSION:
-        said = "declares no api_version" if api is None else f"was written for codec plugin API {api!r}"
-        raise PluginError(f"{info.describe()} {said}; this codec speaks API {CODEC_API_VERSION}",
-                          hint=f"install a version of {info.package} made for plugin API {CODEC_API_VERSION}")
-    if not callable(getattr(plugin, "run", None)):
-        raise PluginError(f"{info.describe()} has no run(context) method")
-    params = getattr(plugin, "Params", None)
-    if params is not None and not dataclasses.is_dataclass(params):
-        raise PluginError(f"{info.describe()}: Params must be a dataclass")
-    return plugin
+    if isinstance(obj, type):
+        try:
+            obj = obj()
+        except Exception as e:
+            raise PluginError(f"{info.describe()} cannot be instantiated: {type(e).__name__}: {e}",
+                              hint="a plugin class must build without arguments") from e
+    plugin_api.validate(obj, info.name, info.describe(), None if info.package == IN_PROCESS else info.package)
+    return obj

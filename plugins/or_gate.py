@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from codec_cli.analysis import Analysis, Context, Result
-from codec_plugins.packing import Roommates
+from codec_cli.plugin_api import Analysis, Context, Result
+from codec_plugins.packing import Roommates, refuse_unless
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,19 @@ class Params(Roommates):
     """Random frequency-matched neurons drawn per real one for the prevalence's chance baseline."""
     seed: int = 0
     """Seed of the random baselines."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for ok, key, rule in (
+                (self.window >= 1, "window", "a block holds at least 1 token"),
+                (0 <= self.threshold < 1, "threshold", "must be at least 0 and below 1 (at 1 nothing exceeds its "
+                                                       "largest activation)"),
+                (self.max_lift >= 0, "max_lift", "a share of the expected rate cannot be negative"),
+                (0 < self.alpha <= 1, "alpha", "a false discovery rate must be above 0 and at most 1"),
+                (self.max_roommates >= 2, "max_roommates", "a pair needs at least 2 roommates"),
+                (self.bins >= 1, "bins", "needs at least 1 frequency bin"),
+                (self.random_sets >= 1, "random_sets", "the chance baseline needs at least 1 random set")):
+            refuse_unless(ok, "or-gate", key, getattr(self, key), rule)
 
 
 def bh(p):

@@ -89,6 +89,13 @@ def open_packing(squeezer) -> Packing:
                    mse=feats["mse"].to_numpy().astype(np.float64))
 
 
+def refuse_unless(ok: bool, plugin: str, key: str, value, rule: str) -> None:
+    """A parameter check for a plugin's Params.__post_init__: filling Params happens before
+    any plugin runs, so a bad `-p` costs nothing and leaves no output (exit 2)."""
+    if not ok:
+        raise BadInput(f"{plugin + ': ' if plugin else ''}-p {key}={value!r}: {rule}")
+
+
 @dataclass(frozen=True)
 class Roommates:
     """The roommate rule's parameters, shared by every analysis that reads roommates, so
@@ -98,6 +105,11 @@ class Roommates:
     """A neuron carries a feature whose |code weight| is at least this share of the neuron's largest."""
     absolute: float = 0.1
     """… and at least this |code weight|, in the Squeezer's input units (about 1 under --rescale max)."""
+
+    def __post_init__(self) -> None:
+        refuse_unless(0 <= self.relative <= 1, "", "relative", self.relative,
+                      "the roommate rule's share of a neuron's largest weight must be between 0 and 1")
+        refuse_unless(self.absolute >= 0, "", "absolute", self.absolute, "a |code weight| cannot be negative")
 
 
 def members(W_enc: np.ndarray, relative: float, absolute: float, among: np.ndarray | None = None):

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from codec_cli.analysis import Analysis, Context, Result
-from codec_plugins.packing import Roommates
+from codec_cli.plugin_api import Analysis, Context, Result
+from codec_plugins.packing import Roommates, refuse_unless
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,11 @@ class Params(Roommates):
     """Random rotations of the neuron basis for the chance baseline."""
     seed: int = 0
     """Seed of the random rotations."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        refuse_unless(self.rotations >= 1, "polysemanticity", "rotations", self.rotations,
+                      "the chance baseline needs at least 1 rotation")
 
 
 def counts(W, p: Params, among):

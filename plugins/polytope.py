@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from codec_cli.analysis import Analysis, Context, Result
+from codec_cli.plugin_api import Analysis, Context, Result
+from codec_plugins.packing import refuse_unless
 
 REFERENCE = (("1", 1.0), ("3/4", 3 / 4), ("2/3", 2 / 3), ("1/2", 1 / 2), ("2/5", 2 / 5), ("3/8", 3 / 8))
 """Elhage et al.'s dimensionalities of regular packings: a dimension of its own,
@@ -55,6 +56,19 @@ class Params:
     """…and that mass is this concentrated round the cycle (mean resultant length; 0 even, 1 on one position)."""
     seed: int = 0
     """Seed of the random codes and random groups."""
+
+    def __post_init__(self) -> None:
+        for ok, key, rule in (
+                (0 < self.interference <= 1, "interference", "a |cosine| threshold must be above 0 and at most 1"),
+                (0 < self.rank_tol < 1, "rank_tol", "a share of the largest singular value must be between 0 and 1"),
+                (self.regular_tol >= 0, "regular_tol", "a relative tolerance cannot be negative"),
+                (self.random_groups >= 0, "random_groups", "a count cannot be negative"),
+                (0 < self.label_share <= 1, "label_share", "a share of the mass must be above 0 and at most 1"),
+                (0 <= self.concentration <= 1, "concentration", "a mean resultant length is between 0 and 1")):
+            refuse_unless(ok, "polytope", key, getattr(self, key), rule)
+        refuse_unless(self.group_by != self.order_by, "polytope", "order_by", self.order_by,
+                      f"-p group_by is {self.group_by!r} too; order_by names the column of positions within "
+                      "each group")
 
 
 # ----------------------------------------------------------------- dimensionality
@@ -239,9 +253,6 @@ def ordered_groups(features, p: Params, rep, F: int, log):
     if features.attrs.get("d_sae") != F:
         raise BadInput(f"{features.path}: d_sae {features.attrs.get('d_sae')}, but the squeezer packs {F} features",
                        hint="pass the features artifact the squeezer was trained on")
-    if p.group_by == p.order_by:
-        raise BadInput(f"polytope: -p group_by and -p order_by are both {p.group_by!r}; "
-                       "order_by names the column of positions within each group")
     found = label_mass(features, [p.group_by, p.order_by], F)
     if found is None:
         log(f"polytope: the features have no token tables with {p.group_by!r} and {p.order_by!r}, "
@@ -291,11 +302,7 @@ class Polytope(Analysis):
         from codec_cli.errors import BadInput
         from codec_plugins.packing import open_packing
 
-        p = ctx.params
-        if not (0 < p.interference <= 1 and 0 < p.rank_tol < 1 and p.regular_tol >= 0 and p.random_groups >= 0
-                and 0 < p.label_share <= 1 and 0 <= p.concentration <= 1):
-            raise BadInput("polytope needs 0 < interference ≤ 1, 0 < rank_tol < 1, regular_tol ≥ 0, "
-                           "random_groups ≥ 0, 0 < label_share ≤ 1 and 0 ≤ concentration ≤ 1")
+        p = ctx.params  # its values were checked when Params was filled
         squeezer = ctx.inputs["squeezer"]
         pk = open_packing(squeezer)
         F, M = pk.shape

@@ -11,20 +11,15 @@ ratio of the two losses says whether superposition pays; the parts say why.
 
 from __future__ import annotations
 
-from codec_cli.analysis import Analysis, Context, Result
-
-ROWS = ("k", "batch_size", "buffer_rows", "eval_rows", "seed")
-"""The squeeze settings that say which rows were held out (codec_cli.features.Batches)."""
+from codec_cli.plugin_api import Analysis, Context, Result, held_out
 
 
-def held_out_moments(features, params: dict, scale):
+def held_out_moments(features, squeezer, scale):
     """Each feature's mean and variance on the Squeezer's held-out rows, in the units
     the Squeezer read them in (the SAE's, divided by `scale`)."""
     import numpy as np
 
-    from codec_cli.features import Batches
-
-    idx, val = Batches(features, *(params[k] for k in ROWS)).held_out()
+    idx, val = held_out(features, squeezer)
     n, F = len(idx), len(scale)
     used = idx >= 0
     f = idx[used]
@@ -44,21 +39,13 @@ class SuperpositionTax(Analysis):
     def run(self, ctx: Context) -> Result:
         import numpy as np
 
-        from codec_cli.errors import BadInput
         from codec_plugins.packing import open_packing
 
         sq, features = ctx.inputs["squeezer"], ctx.inputs["features"]
-        params = sq.manifest.get("params") or {}
-        if not any(i.get("kind") == "features" and i.get("fingerprint") == features.fingerprint for i in sq.inputs):
-            raise BadInput(f"{sq.path} was not squeezed from {features.path}",
-                           hint="pass the features artifact the Squeezer was trained on")
-        if any(k not in params for k in ROWS):
-            raise BadInput(f"{sq.path}: its manifest does not say which rows were held out "
-                           f"(params {', '.join(ROWS)})", hint="re-run codec squeeze")
         pk = open_packing(sq)
         F, M = pk.shape
         scale = sq.tensors("weights.safetensors", {"scale": (("float32",), 1)})["scale"]
-        mean, var = held_out_moments(features, params, scale)
+        mean, var = held_out_moments(features, sq, scale)  # refuses features the Squeezer was not trained on
 
         # Each feature's share of a loss, weighted as the Squeezer's is: (1/F) w_f · error.
         w, rep = pk.importance, pk.represented

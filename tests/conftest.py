@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from codec_cli import registry
-from codec_cli.analysis import Analysis, Context, Result
+from codec_cli.plugin_api import Analysis, Context, Result
 from codec_cli.artifacts import ArtifactWriter
 from codec_cli.cli import app
 from codec_cli.console import settings

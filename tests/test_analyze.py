@@ -98,7 +98,7 @@ def test_plugin_output_table_is_polars_readable(in_process, cli, features, tmp_p
 def test_a_plugin_that_calls_sys_exit_is_isolated_like_any_failure(in_process, cli, features, tmp_path):
     import sys
 
-    from codec_cli.analysis import Analysis
+    from codec_cli.plugin_api import Analysis
 
     class Quits(Analysis):
         name = "quits"

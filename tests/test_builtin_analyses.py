@@ -74,19 +74,25 @@ def test_an_unknown_plugin_lists_what_is_installed(cli, small, tmp_path) -> None
     assert not (tmp_path / "x").exists()
 
 
-def test_polysemanticity_counts_a_hand_made_code(cli, tmp_path) -> None:
-    """Neuron 0 carries features 0 and 1, neuron 1 feature 2 alone, neuron 2 nothing;
-    feature 3 is dropped, so its weight does not count."""
-    features = write_features(tmp_path / "f", d_sae=4, k=2)
+def hand_made(root):
+    """(features, squeezer): neuron 0 carries features 0 and 1, neuron 1 feature 2 alone,
+    neuron 2 nothing; feature 3 is dropped. No training, so it costs nothing to build."""
+    features = write_features(root / "f", d_sae=4, k=2)
     W = np.array([[1.0, 0.0, 0.0], [-0.8, 0.05, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.01]], dtype=np.float32)
-    with ArtifactWriter(tmp_path / "sq", "squeezer", command="test", inputs=[open_artifact(features)],
+    with ArtifactWriter(root / "sq", "squeezer", command="test", inputs=[open_artifact(features)],
                         attrs={"tied": True, "neuron_act": "relu"}) as w:
         w.write_tensors("weights.safetensors", {"W_enc": W, "W_dec": np.ascontiguousarray(W.T),
                                                 "b_enc": np.zeros(3, np.float32), "b_dec": np.zeros(4, np.float32)})
         w.write_table("features.parquet", {"feature": np.arange(4, dtype=np.int32),
                                            "status": ["represented"] * 3 + ["dropped"],
                                            "frequency": np.full(4, 0.5), "mse": np.zeros(4)})
-    result = cli("analyze", tmp_path / "sq", "-P", "polysemanticity", "--out", tmp_path / "a", "--json")
+    return features, root / "sq"
+
+
+def test_polysemanticity_counts_a_hand_made_code(cli, tmp_path) -> None:
+    """Feature 3 is dropped, so its weight does not count."""
+    _, squeezer = hand_made(tmp_path)
+    result = cli("analyze", squeezer, "-P", "polysemanticity", "--out", tmp_path / "a", "--json")
     summary = json.loads(result.stdout)["polysemanticity"]["summary"]
     assert summary["carrying_neurons"] == 2 and summary["monosemantic_share"] == 0.5
     assert summary["features_per_neuron"] == 1.5 and summary["neurons_per_feature"] == 1.0
@@ -94,3 +100,25 @@ def test_polysemanticity_counts_a_hand_made_code(cli, tmp_path) -> None:
     members = pl.read_parquet(tmp_path / "a/polysemanticity/members.parquet")
     assert members.select("neuron", "feature").rows() == [(0, 0), (0, 1), (1, 2)]
     assert members["weight"].to_list() == pytest.approx([1.0, -0.8, 1.0])
+
+
+@pytest.mark.parametrize("param, message", [
+    ("interference=0", "polytope: -p interference=0.0: a |cosine| threshold must be above 0"),
+    ("rank_tol=1", "polytope: -p rank_tol=1.0:"),
+    ("order_by=cycle", "polytope: -p order_by='cycle': -p group_by is 'cycle' too"),
+    ("polysemanticity.rotations=0", "polysemanticity: -p rotations=0: the chance baseline needs at least 1"),
+    ("relative=1.5", "-p relative=1.5: the roommate rule's share"),
+    ("window=0", "or-gate: -p window=0: a block holds at least 1 token"),
+    ("alpha=0", "or-gate: -p alpha=0.0:"),
+])
+def test_a_bad_parameter_is_refused_before_any_plugin_runs(cli, tmp_path, param, message) -> None:
+    """Params check their values when filled, so one plugin's bad -p is exit 2 with no
+    output from any plugin, not exit 1 after the others ran."""
+    _, squeezer = hand_made(tmp_path)
+    plugins = "polysemanticity,or-gate,polytope"
+    result = cli("analyze", squeezer, "-P", plugins, "-p", param, "--out", tmp_path / "a")
+    assert result.exit_code == 2, result.output
+    assert f"\nError: {message}" in result.stderr, result.stderr
+    assert not (tmp_path / "a").exists()
+    # Without the bad parameter the same request writes every plugin's output.
+    assert cli("analyze", squeezer, "-P", plugins, "--out", tmp_path / "b").exit_code == 0

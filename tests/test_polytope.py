@@ -184,18 +184,19 @@ def unit_rows(V):
 
 
 def test_bad_parameters_are_refused_in_one_line(calendar_squeezed, tmp_path) -> None:
-    _, _, sq = calendar_squeezed
-    result = CliRunner().invoke(app, ["analyze", str(sq), "-P", "polytope", "-p", "interference=0",
-                                      "--out", str(tmp_path)])
-    settings.quiet = False
-    assert result.exit_code == 1 and "polytope needs 0 < interference" in result.output
-    _, features, _ = calendar_squeezed
-    for params, message in ((["group_by=cycle_position", "order_by=cycle"], "order_by='cycle' must name a column"),
-                            (["order_by=cycle"], "group_by and -p order_by are both 'cycle'")):
-        result = CliRunner().invoke(app, ["analyze", str(sq), str(features), "-P", "polytope", "--out",
-                                          str(tmp_path / "b"), *[x for p in params for x in ("-p", p)]])
+    """Values are checked when Params is filled, before anything runs (exit 2); a column
+    that turns out not to hold positions is found only in the data (exit 1)."""
+    _, features, sq = calendar_squeezed
+    for params, code, message in ((["interference=0"], 2, "polytope: -p interference=0.0:"),
+                                  (["order_by=cycle"], 2, "-p group_by is 'cycle' too"),
+                                  (["group_by=cycle_position", "order_by=cycle"], 1,
+                                   "order_by='cycle' must name a column")):
+        out = tmp_path / str(len(params)) / str(code)
+        result = CliRunner().invoke(app, ["analyze", str(sq), str(features), "-P", "polytope", "--out", str(out),
+                                          *[x for p in params for x in ("-p", p)]])
         settings.quiet = False
-        assert result.exit_code == 1 and message in result.output, result.output
+        assert result.exit_code == code and message in result.output, result.output
+        assert not (out / "polytope").exists()
 
 
 # ----------------------------------------------------------------- themes

@@ -31,10 +31,9 @@ class FakeDist:
 
 
 GOOD = """
-from codec_cli.analysis import Analysis, Result
+from codec_cli.plugin_api import Analysis, Result
 IMPORTED = True
-class Good(Analysis):
-    name = "good"
+class Good(Analysis):  # no name of its own: each entry point names it
     api_version = 1
     requires = ("features",)
     def run(self, ctx):
@@ -54,6 +53,64 @@ class Vague:
 RAISES = """
 raise ImportError("needs libfoo")
 """
+SHODDY = """
+from dataclasses import dataclass
+from codec_cli.plugin_api import Analysis, Result
+
+class Base(Analysis):
+    api_version = 1
+    requires = ("features",)
+    def run(self, ctx):
+        return Result(summary={"ran": True})
+
+class NoneParams(Base):
+    Params = None
+
+class StringRequires(Base):
+    requires = "features"
+
+class Misnamed(Base):
+    name = "something-else"
+
+@dataclass(frozen=True)
+class Needy:
+    level: int
+
+class NoDefault(Base):
+    Params = Needy
+
+@dataclass(frozen=True)
+class Strict:
+    level: int = -1
+    def __post_init__(self):
+        if self.level < 0:
+            raise ValueError("level must be at least 0")
+
+class BadDefaults(Base):
+    Params = Strict
+
+class StringApi(Base):
+    api_version = "1"
+
+class Unbuildable(Base):
+    def __init__(self, path):
+        self.path = path
+
+class Dataless:  # not a subclass: any object with the attributes will do, but it must have them
+    api_version = 1
+    def run(self, ctx): ...
+"""
+CONTRACT = {  # entry point -> (class, what the refusal says)
+    "none-params": ("NoneParams", "Params is None; it should be a dataclass"),
+    "string-requires": ("StringRequires",
+                        "requires is 'features'; requires should be a tuple of artifact kinds, e.g. ('features',)"),
+    "misnamed": ("Misnamed", "calls itself 'something-else', but is registered as 'misnamed'"),
+    "no-default": ("NoDefault", "Params field(s) level have no default"),
+    "bad-defaults": ("BadDefaults", "Params() refuses its own defaults: level must be at least 0"),
+    "string-api": ("StringApi", "declares api_version '1', a str; it should be the int 1"),
+    "unbuildable": ("Unbuildable", "cannot be instantiated: TypeError"),
+    "dataless": ("Dataless", "declares no requires"),
+}
 
 
 @pytest.fixture
@@ -76,6 +133,55 @@ def fake(monkeypatch, tmp_path):
     yield
     for mod in ["good_plugin", "future_plugin", "vague_plugin", "broken_plugin"]:
         sys.modules.pop(mod, None)
+
+
+@pytest.fixture
+def shoddy(fake, monkeypatch, tmp_path):
+    """The fakes, plus a package whose plugins each break one rule of the contract."""
+    (tmp_path / "shoddy_plugin.py").write_text(textwrap.dedent(SHODDY))
+    sys.modules.pop("shoddy_plugin", None)
+    dists = [*importlib.metadata.distributions(),
+             FakeDist("shoddy", "0.3", {ep: f"shoddy_plugin:{cls}" for ep, (cls, _) in CONTRACT.items()})]
+    monkeypatch.setattr(importlib.metadata, "distributions", lambda: dists)
+    yield
+    sys.modules.pop("shoddy_plugin", None)
+
+
+@pytest.mark.parametrize("name", sorted(CONTRACT))
+def test_a_broken_contract_is_refused_at_load_by_name_and_package(shoddy, name):
+    with pytest.raises(PluginError) as e:
+        registry.load(registry.find(name))
+    assert str(e.value).startswith(f"plugin {name!r} (package shoddy 0.3)")
+    assert CONTRACT[name][1] in str(e.value)
+
+
+def test_broken_contracts_are_reported_and_the_others_still_run(shoddy, cli, features, tmp_path):
+    result = cli("analyze", features, "--out", tmp_path / "out", "--json")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert {n for n, r in report.items() if r["status"] == "ok"} == {"builtin-one", "good"}
+    for name, (_, message) in CONTRACT.items():
+        assert report[name]["status"] == "failed" and message in report[name]["error"]
+        assert f"Error: plugin {name!r} (package shoddy 0.3)" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["builtin-one", "good"]
+    assert json.loads((tmp_path / "out/good/summary.json").read_text()) == {"ok": True}
+
+
+def test_a_plugin_without_optional_attributes_passes(in_process, cli, features, tmp_path):
+    """Not subclassing Analysis: no name, optional or Params, and lists for tuples."""
+    from codec_cli.plugin_api import Result
+
+    class Bare:
+        api_version = 1
+        requires = ["features"]
+
+        def run(self, ctx):
+            return Result(summary={"params": type(ctx.params).__name__})
+
+    in_process(Bare(), "bare")
+    result = cli("analyze", features, "--out", tmp_path / "out", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["bare"]["summary"] == {"params": "NoParams"}
 
 
 def test_discovery_reads_metadata_without_importing(fake):

@@ -6,7 +6,7 @@ the firing frequency, the mean activation when firing, and the mean L0.
 
 from dataclasses import dataclass
 
-from codec_cli.analysis import Analysis, Context, Result
+from codec_cli.plugin_api import Analysis, Context, Result
 
 
 @dataclass(frozen=True)
