@@ -48,3 +48,11 @@ def test_allowlist_hides_it(tmp_path):
 
     done = codec("plugins", "--json", env={**os.environ, "CODEC_LOAD_PLUGINS": ""})
     assert json.loads(done.stdout) == []
+
+
+def test_its_params_refuse_a_bad_value_before_anything_runs(tmp_path):
+    features = write_features(tmp_path / "features", d_sae=40, k=4)
+    done = codec("analyze", features, "-P", "feature-frequency", "-p", "min_count=-1", "--out", tmp_path / "an")
+    assert done.returncode == 2, done.stderr
+    assert "feature-frequency: -p min_count=-1: a count cannot be negative" in done.stderr
+    assert not (tmp_path / "an").exists()

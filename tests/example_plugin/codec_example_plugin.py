@@ -6,6 +6,7 @@ the firing frequency, the mean activation when firing, and the mean L0.
 
 from dataclasses import dataclass
 
+from codec_cli.errors import BadInput
 from codec_cli.plugin_api import Analysis, Context, Result
 
 
@@ -13,6 +14,11 @@ from codec_cli.plugin_api import Analysis, Context, Result
 class Params:
     min_count: int = 1
     """A feature counts as alive when it fires at least this many times."""
+
+    def __post_init__(self):
+        # Checked as `-p` is read, so a bad value stops `codec analyze` before any plugin runs.
+        if self.min_count < 0:
+            raise BadInput(f"feature-frequency: -p min_count={self.min_count}: a count cannot be negative")
 
 
 class FeatureFrequency(Analysis):
