@@ -38,7 +38,7 @@ bench: $(STAMP)
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
 docs: $(STAMP)
-	$(BIN)/python -m codec_cli.clidoc > docs/cli.md
+	$(BIN)/python -m codec_cli.cli.docs > docs/cli.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

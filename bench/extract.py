@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import tiny_models  # noqa: E402
 
-from codec_cli import models  # noqa: E402
+from codec_cli.sources import models
 from codec_cli.artifacts import open_artifact  # noqa: E402
-from codec_cli.extract import ExtractConfig, Encoder, Stream, extract, open_all, windows  # noqa: E402
+from codec_cli.stages.extract import ExtractConfig, Encoder, Stream, extract, open_all, windows  # noqa: E402
 
 CODEC = Path(sys.executable).parent / "codec"
 

@@ -1,7 +1,7 @@
 """SAE-training throughput against the bare model forward, both measured in this run.
 
 On the shipped `themes` world: tokens/s of the forward pass up to the SAE's hook (the
-floor any streaming trainer pays) and tokens/s of `codec_cli.sae.train` streaming the
+floor any streaming trainer pays) and tokens/s of `codec_cli.nn.sae.train` streaming the
 same activations, with the ratio between them.
 """
 
@@ -11,9 +11,9 @@ import time
 
 import torch
 
-from codec_cli import models
-from codec_cli import sae as saes
-from codec_cli.world import open_world
+from codec_cli.sources import models
+from codec_cli.nn import sae as saes
+from codec_cli.worlds import open_world
 
 STEPS = 60
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec_cli.squeezer import Squeezer
+from codec_cli.nn.squeezer import Squeezer
 
 
 def timed(fn, repeat: int, sync) -> float:
@@ -126,7 +126,7 @@ def main() -> None:
 def end_to_end(a, t_step: float) -> None:
     """`squeeze()` over a features artifact on disk, against the bare step time above."""
     from codec_cli.artifacts import ArtifactWriter
-    from codec_cli.squeeze import SqueezeConfig, squeeze
+    from codec_cli.stages.squeeze import SqueezeConfig, squeeze
 
     rows = a.batch * (a.e2e_steps + 4)
     rng = np.random.default_rng(0)

@@ -1,10 +1,12 @@
-"""Typed dataclass configs, and their two projections: CLI options and `-p key=value`.
+"""Every stage's config, and the helpers that read configs from strings.
 
 A stage's config is a dataclass whose fields each carry a docstring (the string
-literal right below the field, as in sparsify). The CLI is generated from it:
-every field becomes an option (`--field-name`) or, when marked `positional()`, an
-argument, with the field's docstring as its help. Plugin parameters use the same
-dataclasses and are filled from `-p key=value` strings by `coerce`.
+literal right below the field, as in sparsify). The CLI is a projection of it
+(cli/options.py): every field becomes an option (`--field-name`) or, when marked
+`positional()`, an argument, with the field's docstring as its help. Plugin and world
+parameters use the same dataclasses and are filled from `-p key=value` strings by
+`fill`. The configs live here, apart from their stages, so that the CLI can build its
+options without importing a stage (or numpy, or torch).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import textwrap
 import types
 import typing
 from functools import cache
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -115,64 +118,20 @@ def fill(cls: type, pairs: dict[str, str], what: str = "parameter") -> Any:
             values[name] = coerce(hints[name], text)
         except ValueError as e:
             raise BadInput(f"{what} {key}={text!r}: {e}") from None
-    _finite(values, f"{what} ")
+    finite(values, f"{what} ")
     try:
         return cls(**values)
     except TypeError as e:  # a required field left out
         raise BadInput(f"{what}s incomplete: {e}") from None
 
 
-def signature(cls: type) -> list[inspect.Parameter]:
-    """Keyword-only parameters, annotated for Typer, one per field of `cls`."""
-    import typer
-
-    hints = typing.get_type_hints(cls)
-    docs = field_docs(cls)
-    params = []
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        help_ = docs.get(f.name, "")
-        has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-        default = inspect.Parameter.empty
-        if has_default:
-            # Typer sees None for "not given" and the dataclass supplies its own default,
-            # so the default lives in one place; help shows it.
-            value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            default = value if isinstance(value, (bool, int, float, str, Path)) else None
-        if f.metadata.get("positional"):
-            info = typer.Argument(help=help_, show_default=has_default)
-        else:
-            flag = "--" + f.name.replace("_", "-")
-            if hints[f.name] is bool and f.default is True:  # on by default: it needs an off switch
-                flag = f"{flag}/--no-{f.name.replace('_', '-')}"
-            flags = [flag, *f.metadata.get("short", ())]
-            info = typer.Option(*flags, help=help_)
-        params.append(
-            inspect.Parameter(
-                f.name,
-                inspect.Parameter.KEYWORD_ONLY,
-                annotation=typing.Annotated[hints[f.name], info],
-                default=default,
-            )
-        )
-    return params
-
-
-def _finite(values: dict[str, Any], flag: str) -> None:
+def finite(values: dict[str, Any], flag: str) -> None:
     """NaN and infinity are never a sensible setting; refuse them before any work."""
     for name, value in values.items():
         for v in value if isinstance(value, (list, tuple)) else (value,):
             if isinstance(v, float) and not math.isfinite(v):
                 raise BadInput(f"{flag}{name.replace('_', '-') if flag == '--' else name} must be a finite number, "
                                f"got {v}")
-
-
-def build(cls: type, values: dict[str, Any]) -> Any:
-    """Instantiate `cls` from CLI values, letting the dataclass default what was not given."""
-    given = {k: v for k, v in values.items() if v is not None}
-    _finite(given, "--")
-    return cls(**given)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -188,3 +147,261 @@ def to_dict(cfg: Any) -> dict[str, Any]:
         return v
 
     return {f.name: plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+
+
+# --------------------------------------------------------------------------- stage configs
+
+VALUE_DTYPES = ("float32", "float16")
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    source: str | None = positional(default=None)
+    """The model: a built-in world (toy, themes), a built world's directory, a model
+    directory (codec's or Hugging Face's format), or a transformer-lens model name
+    (needs a reachable hub); default: the model the SAE names."""
+    sae: str | None = None
+    """The SAE: one of the world's (by name; default its own), a sae-lens or sparsify
+    directory, or a sae-lens release (with --sae-id)."""
+    sae_id: str | None = None
+    """The SAE's id within a sae-lens release, e.g. blocks.8.hook_resid_pre."""
+    hook: str | None = None
+    """The hook the SAE reads; default: the one in the SAE's config."""
+    neurons: str | None = None
+    """Also store the model's own activations at this hook (e.g. blocks.0.mlp.hook_post), for compare."""
+    corpus: list[Path] = field(default_factory=list)
+    """Text (.txt), JSON-lines (.jsonl) or parquet files, a directory of them, or a quoted glob (repeatable); worlds bring their own."""
+    dataset: str | None = None
+    """A Hugging Face dataset to stream instead of --corpus files (a hub name or a local dataset directory)."""
+    split: str = "train"
+    """The split of --dataset."""
+    column: str = "text"
+    """The text field of .jsonl, .parquet and --dataset documents."""
+    context: int | None = None
+    """Context window in tokens, BOS included; default: the SAE's training context, else 128."""
+    bos: bool = True
+    """Start every window with the BOS token (as most SAEs were trained)."""
+    keep_bos: bool = False
+    """Keep the BOS position's activations (dropped by default: they are outliers, not text)."""
+    tokens: int = 65536
+    """Token budget: rows to extract (the corpus may end sooner)."""
+    batch_size: int = 16
+    """Context windows per forward pass."""
+    k: int | None = None
+    """Features kept per token; default: the SAE's own k (TopK SAEs), else the least k that keeps --mass."""
+    mass: float = 0.99
+    """The share of activation mass the default k must keep, for SAEs that are not TopK."""
+    dtype: str = "float32"
+    """Storage type of the feature values: float32 or float16."""
+    shard_tokens: int = 32768
+    """Rows per shard (rounded to whole windows); memory holds one shard."""
+    shard: int | None = None
+    """This process's rank when one extraction is split over --of processes."""
+    of: int | None = None
+    """How many processes split the extraction; each writes a part, `codec merge` joins them."""
+    model_kwarg: list[str] = field(default_factory=list)
+    """A transformer-lens from_pretrained option as KEY=VALUE (repeatable); the SAE's own take precedence."""
+    device: str = "cpu"
+    """Where the model and SAE run: cpu or cuda."""
+    out: Path = Path("features")
+    """Output directory; with --of, put {rank} in it (e.g. parts/{rank})."""
+    resume: bool = False
+    """Carry on from the last whole shard of an interrupted run into the same --out."""
+
+    def __post_init__(self):
+        for name in ("tokens", "batch_size", "shard_tokens"):
+            if getattr(self, name) <= 0:
+                raise BadInput(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.k is not None and self.k <= 0:
+            raise BadInput(f"--k must be positive, got {self.k}")
+        if self.context is not None and self.context < 1 + self.bos:
+            raise BadInput(f"--context must be at least {1 + self.bos}, got {self.context}")
+        if not 0 < self.mass <= 1:
+            raise BadInput(f"--mass must be in (0, 1], got {self.mass}")
+        if self.dtype not in VALUE_DTYPES:
+            raise BadInput(f"--dtype must be one of {', '.join(VALUE_DTYPES)}, not {self.dtype!r}")
+        if self.corpus and self.dataset:
+            raise BadInput("give --corpus files or a --dataset, not both")
+        if (self.shard is None) != (self.of is None):
+            raise BadInput("--shard and --of go together", hint="e.g. --shard 0 --of 4")
+        if self.of is not None and not 0 <= self.shard < self.of:
+            raise BadInput(f"--shard must be in [0, {self.of}), got {self.shard}")
+
+    @property
+    def reads_files(self) -> bool:
+        """Whether the corpus is files or a dataset rather than a world's own stream."""
+        return bool(self.corpus or self.dataset)
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    parts: list[Path] = positional()
+    """The parts: the outputs of every rank of one extraction (--shard i --of n)."""
+    out: Path = Path("features")
+    """Output directory: the joined features artifact."""
+
+
+DECAYS = ("constant", "linear", "cosine")
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class SqueezeConfig:
+    features: Path = positional()
+    """The features artifact to squeeze (written by `codec extract`)."""
+    m: int = 768
+    """Synthetic neurons M: the width of the bottleneck."""
+    k: int = 64
+    """Top-k input sparsity: each token keeps its k largest features (at most the extracted k are there)."""
+    neuron_act: str = "linear"
+    """The neurons: linear (h = W_enc x + b_enc, the toy model) or relu (neuron-like, for `codec compare`)."""
+    tied: bool = True
+    """Tie the decoder to the encoder (W_dec = W_encᵀ, the toy model); --no-tied trains both."""
+    rescale: str = "none"
+    """Divide each feature by a scale first: none, max (its largest activation), or a quantile of its
+    nonzero activations such as p99 (estimated on the first 65,536 training rows)."""
+    importance: str = "uniform"
+    """Per-feature weight in the loss: uniform, frequency (how often it fires), or a parquet table with
+    columns feature and importance."""
+    batch_size: int = 1024
+    """Tokens per step."""
+    steps: int | None = None
+    """Optimiser steps; default: --epochs passes over the training rows."""
+    epochs: int = 1
+    """Passes over the training rows, when --steps is not given."""
+    lr: float = 1e-3
+    """AdamW peak learning rate."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (PyTorch's default, as in the toy-model paper)."""
+    warmup: int = 100
+    """Steps of linear learning-rate warm-up from zero."""
+    decay: str = "cosine"
+    """Learning-rate decay after the warm-up: constant, linear or cosine."""
+    final_lr: float = 0.1
+    """The learning rate at the last step, as a fraction of --lr (linear and cosine decay)."""
+    restarts: int = 1
+    """Squeezers trained side by side from different initial weights; the one with the lowest held-out
+    loss is kept (small toy models often land in a poor local minimum)."""
+    seed: int = 0
+    """Seed of the initial weights and of the shuffling."""
+    eval_rows: int = 8192
+    """The last rows of the features, held out of training: everything reported is measured on them."""
+    buffer_rows: int = 1 << 18
+    """Rows held in memory for shuffling across shards (about 12·k bytes each, plus up to one shard more)."""
+    represented: float = 0.1
+    """A feature counts as represented when its round trip W_enc_f · W_dec_f is at least this."""
+    faithfulness: bool = True
+    """Measure the model's own codec on the held-out rows (needs the SAE the features came from)."""
+    sae: str | None = None
+    """The SAE the features came from, where it is no longer where extraction found it."""
+    sae_id: str | None = None
+    """The SAE's id within a sae-lens release, with --sae."""
+    device: str = "cpu"
+    """Where to train: cpu, cuda, cuda:1, …"""
+    dtype: str = "float32"
+    """The decoder's matrix-multiply precision: float32, or bfloat16 (for GPUs; weights stay float32)."""
+    checkpoint_every: int = 1000
+    """Save a resumable checkpoint every this many steps (0: never)."""
+    out: Path = Path("squeezer")
+    """Output directory: the squeezer artifact."""
+    resume: bool = False
+    """Carry on from the last checkpoint of an interrupted run into the same --out."""
+
+    def __post_init__(self):
+        for name in ("m", "k", "batch_size", "epochs", "restarts", "eval_rows", "buffer_rows"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.steps is not None and self.steps < 1:
+            raise BadInput(f"--steps must be at least 1, got {self.steps}")
+        for name in ("lr", "weight_decay", "final_lr", "represented", "warmup", "checkpoint_every"):
+            if getattr(self, name) < 0 or (name == "lr" and self.lr == 0):
+                raise BadInput(f"--{name.replace('_', '-')} must be {'positive' if name == 'lr' else 'at least 0'}, "
+                               f"got {getattr(self, name)}")
+        for name, allowed in (("neuron_act", ("linear", "relu")), ("decay", DECAYS), ("dtype", DTYPES)):
+            if getattr(self, name) not in allowed:
+                raise BadInput(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
+                               f"not {getattr(self, name)!r}")
+        quantile(self.rescale)
+
+
+def quantile(rescale: str) -> float | None:
+    """`p99` -> 0.99; None for none and max; BadInput for anything else."""
+    if rescale in ("none", "max"):
+        return None
+    try:
+        q = float(rescale.removeprefix("p")) / 100 if rescale.startswith("p") else math.nan
+    except ValueError:
+        q = math.nan
+    if not 0 < q <= 1:
+        raise BadInput(f"--rescale must be none, max or a percentile such as p99, not {rescale!r}")
+    return q
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    inputs: list[Path] = positional()
+    """Input artifacts (features/, squeezer/, …); each plugin takes the kinds it requires. An input's own
+    recorded inputs join in when they are still where they were made (squeezer/ brings its features/)."""
+    out: Path = Path("analysis")
+    """Output directory; each plugin writes its own artifact in OUT/PLUGIN/."""
+    plugin: list[str] = field(default_factory=list, metadata={"short": ("-P",)})
+    """Plugins to run, comma-separated or repeated. Default: every plugin whose required inputs are given."""
+    param: list[str] = field(default_factory=list, metadata={"short": ("-p",)})
+    """A plugin parameter, KEY=VALUE for every plugin that has KEY, or PLUGIN.KEY=VALUE (repeatable)."""
+
+
+ARCHITECTURES = ("topk", "relu")
+
+
+@dataclass(frozen=True)
+class SAETrainConfig:
+    architecture: str = "topk"
+    """topk (exactly k active features per token) or relu (ReLU with an L1 penalty)."""
+    expansion_factor: float = 2.0
+    """SAE width as a multiple of the activation width: d_sae = round(factor × d_in)."""
+    k: int = 4
+    """Active features per token (topk)."""
+    l1_coefficient: float = 1.0
+    """Weight of the L1 sparsity penalty (relu)."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    batch_size: int = 1024
+    """Activation vectors per step."""
+    steps: int = 2000
+    """Training steps."""
+    seed: int = 0
+    """Seed of the SAE's initial weights."""
+    dead_window: int = 200
+    """A feature that has not fired for this many steps counts as dead (and feeds the aux-k loss)."""
+    checkpoint_every: int = 250
+    """Save a resumable checkpoint every this many steps (0: never)."""
+
+    def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise BadInput(f"--architecture must be one of {', '.join(ARCHITECTURES)}, not {self.architecture!r}")
+        for name in ("expansion_factor", "lr", "batch_size", "steps", "dead_window"):
+            if getattr(self, name) <= 0:
+                raise BadInput(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.k <= 0 or self.l1_coefficient < 0 or self.checkpoint_every < 0:
+            raise BadInput("--k must be positive, --l1-coefficient and --checkpoint-every not negative")
+
+
+@dataclass(frozen=True)
+class SAERunConfig(SAETrainConfig):
+    """`codec sae train`: what to train an SAE on, and how."""
+
+    source: str = positional(default="toy")
+    """A built-in world (toy, themes), a built world's directory, a codec-saved transformer-lens
+    model directory, or a transformer-lens model name (needs a reachable hub)."""
+    hook: str | None = None
+    """The hook to read, e.g. blocks.1.hook_resid_pre; default: the world's SAE hook."""
+    corpus: list[Path] = field(default_factory=list)
+    """Text (.txt), JSON-lines (.jsonl) or parquet files to read (repeatable); worlds bring their own."""
+    column: str = "text"
+    """The text field of .jsonl and .parquet corpora."""
+    context: int = 64
+    """Context length in tokens, BOS included, for --corpus files."""
+    out: Path = Path("sae")
+    """Output directory: a sae-lens SAE directory that is also a codec artifact."""
+    resume: bool = False
+    """Carry on from the last checkpoint of an interrupted run into the same --out."""

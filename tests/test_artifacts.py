@@ -349,7 +349,7 @@ def test_an_out_that_is_an_input_is_refused(tmp_path):
 
 
 def test_merge_refuses_to_write_over_one_of_its_parts(tmp_path):
-    from codec_cli.features import merge
+    from codec_cli.stages.merge import merge
 
     parts = []
     for i in range(2):

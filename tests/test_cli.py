@@ -56,7 +56,7 @@ def test_errors_are_one_line_on_stderr_and_nothing_on_stdout(cli, tmp_path):
 def test_unexpected_errors_hint_at_debug_and_debug_shows_traceback(tmp_path):
     """An unexpected exception is exit 1 with a hint; CODEC_DEBUG=1 gives the traceback."""
     probe = (
-        "import codec_cli.analyze as a\n"
+        "import codec_cli.stages.analyze as a\n"
         "def boom(*args, **kw):\n    raise ZeroDivisionError('deep bug')\n"
         "a.analyze = boom\n"
         "import sys; sys.argv = ['codec', 'analyze', 'x']\n"
@@ -150,7 +150,7 @@ def test_sae_trained_on_a_local_model_names_it_by_its_whole_path(tmp_path, monke
     """The model's name goes into the SAE's cfg.json, where `codec extract --sae DIR` looks
     for it: a directory's bare name ("model") would later be looked up on the hub."""
     import tiny_models
-    from codec_cli import models
+    from codec_cli.sources import models
 
     model = tiny_models.hf_model(tmp_path / "model")
     (tmp_path / "corpus.txt").write_text("\n".join(tiny_models.TEXT))
@@ -163,7 +163,7 @@ def test_sae_trained_on_a_local_model_names_it_by_its_whole_path(tmp_path, monke
 
 
 def test_cli_reference_is_in_sync():
-    from codec_cli import clidoc
+    from codec_cli.cli import docs as clidoc
 
     doc = Path(__file__).parent.parent / "docs" / "cli.md"
     assert doc.read_text() == clidoc.render(), "docs/cli.md is stale: run `make docs`"

@@ -10,6 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from codec_cli import config
+from codec_cli.cli import options
 from codec_cli.errors import BadInput
 
 
@@ -64,9 +65,9 @@ def test_cli_is_a_projection_of_the_config():
     seen = []
 
     def run(**values):
-        seen.append(config.build(Example, values))
+        seen.append(options.build(Example, values))
 
-    run.__signature__ = inspect.Signature(config.signature(Example))
+    run.__signature__ = inspect.Signature(options.signature(Example))
     app.command()(run)
     app.command("other")(lambda: None)  # keep `run` a subcommand
     runner = CliRunner()

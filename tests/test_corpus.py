@@ -11,7 +11,7 @@ from itertools import product
 import pytest
 
 from codec_cli import config
-from codec_cli.corpus import (BOS, CYCLES, EXCLUSIVE, TEMPLATES, THEMES, ThemesCorpusConfig, build_tokenizer,
+from codec_cli.worlds.themes_corpus import (BOS, CYCLES, EXCLUSIVE, TEMPLATES, THEMES, ThemesCorpusConfig, build_tokenizer,
                               corpus_entropy, documents, exact_corpus_entropy, ground_truth, load_tokenizer,
                               next_token_distributions, save_tokenizer, to_text, token_batches, token_logprobs,
                               token_table, vocabulary)

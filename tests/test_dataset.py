@@ -7,8 +7,8 @@ import json
 import polars as pl
 import pytest
 
-from codec_cli.corpus import build_tokenizer
-from codec_cli.dataset import corpus_files, read_documents, token_windows
+from codec_cli.worlds.themes_corpus import build_tokenizer
+from codec_cli.sources.corpora import corpus_files, read_documents, token_windows
 from codec_cli.errors import BadInput
 
 DOCS = ["after monday comes tuesday . after monday comes tuesday .", "in paris we saw the comet ."]
@@ -69,7 +69,7 @@ def test_not_utf8(tmp_path):
 def test_a_tenth_of_the_windows_is_held_out(tok):
     import torch
 
-    from codec_cli.models import HELD_OUT, _cycle
+    from codec_cli.sources.models import HELD_OUT, _cycle
 
     windows = torch.arange(40).view(20, 2)
     inputs = _cycle(windows)

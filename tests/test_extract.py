@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import tiny_models
-from codec_cli import models
+from codec_cli.sources import models
 from codec_cli.artifacts import open_artifact
 
 CODEC = Path(sys.executable).parent / "codec"
@@ -111,7 +111,7 @@ def test_toy_world_default_sae_reads_the_narrower_hidden_layer(cli, tmp_path):
     assert art.attrs["hook"] == "hook_hidden" and art.attrs["d_in"] == 5 and len(tokens) == 300
     world = models.open_model("toy")[1]
     module, wcfg = world.config()
-    from codec_cli.extract import CHUNK, STREAM_STEP
+    from codec_cli.stages.extract import CHUNK, STREAM_STEP
 
     x = torch.cat([module.inputs(wcfg, STREAM_STEP + step, CHUNK) for step in (0, 1)])[:300]
     model, sae = world.model(), world.sae()
@@ -218,7 +218,7 @@ def test_a_relu_sae_keeps_the_least_k_that_holds_the_mass(cli, tmp_path, gpt2, c
 def test_the_sae_names_the_model_and_its_loading_options(monkeypatch, tmp_path, gpt2, corpus, capsys):
     """A hub SAE (faked: no hub here) whose config asks for center_writing_weights=False:
     the model is the one the SAE names, loaded with the SAE's options over the user's."""
-    from codec_cli.extract import ExtractConfig, extract
+    from codec_cli.stages.extract import ExtractConfig, extract
 
     lens = tiny_models.sae(tmp_path / "sae", 32, 64, "blocks.0.hook_resid_post", str(gpt2),
                            model_from_pretrained_kwargs={"center_writing_weights": False})
@@ -266,7 +266,7 @@ def test_resume_refuses_other_settings(cli, tmp_path):
     partial = tmp_path / ".f.partial"
     partial.mkdir()
     from codec_cli import config
-    from codec_cli.extract import ExtractConfig
+    from codec_cli.stages.extract import ExtractConfig
 
     params = {k: v for k, v in config.to_dict(ExtractConfig(source="themes", tokens=1)).items() if k not in ("out", "resume")}
     (partial / "run.json").write_text(json.dumps({"params": params, "attrs": {}}))
@@ -529,8 +529,8 @@ def test_extract_from_python_on_an_in_memory_model_and_sae(tmp_path):
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformers import AutoTokenizer
 
-    from codec_cli.extract import ExtractConfig, extract
-    from codec_cli.themes import save_model
+    from codec_cli.stages.extract import ExtractConfig, extract
+    from codec_cli.worlds.themes import save_model
 
     tiny_models.tokenizer().save_pretrained(tmp_path / "tok")
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "tok", add_bos_token=True)  # TL keeps it as it is
@@ -592,7 +592,7 @@ def test_a_model_directory_written_by_hand_from_the_config(tmp_path):
 
 def test_a_model_passed_in_needs_a_corpus_and_a_tokenizer(tmp_path):
     from codec_cli.errors import BadInput
-    from codec_cli.extract import ExtractConfig, extract
+    from codec_cli.stages.extract import ExtractConfig, extract
 
     world = models.open_model("themes")[1]
     model, sae = world.model(), world.sae()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from codec_cli.errors import BadInput
-from codec_cli.sae import SAETrainConfig, evaluate, train
+from codec_cli.nn.sae import SAETrainConfig, evaluate, train
 
 D_IN, N_TRUE = 16, 32
 
@@ -101,7 +101,7 @@ def test_k_wider_than_sae():
 
 
 def test_fvu_is_null_where_the_activations_never_vary():
-    from codec_cli.sae import evaluate
+    from codec_cli.nn.sae import evaluate
 
     class Zero:
         def encode(self, x):

@@ -85,7 +85,7 @@ def test_never_replaces_an_artifact_of_another_kind(cli, tmp_path):
 
 def test_resume_refuses_changed_settings(tmp_path):
     from codec_cli.errors import BadInput
-    from codec_cli.sae import SAETrainConfig, train
+    from codec_cli.nn.sae import SAETrainConfig, train
 
     def batch(step):
         return torch.rand(64, 4, generator=torch.Generator().manual_seed(step))

@@ -14,9 +14,9 @@ from safetensors.numpy import load_file
 
 from codec_cli.artifacts import ArtifactWriter, open_artifact
 from codec_cli.errors import BadInput
-from codec_cli.features import Batches, top_rows
-from codec_cli.squeeze import SqueezeConfig, learning_rate, squeeze
-from codec_cli.squeezer import Squeezer
+from codec_cli.sources.features import Batches, top_rows
+from codec_cli.stages.squeeze import SqueezeConfig, learning_rate, squeeze
+from codec_cli.nn.squeezer import Squeezer
 from conftest import write_features
 
 
@@ -207,7 +207,7 @@ def test_a_divergent_run_stops_and_keeps_its_last_good_checkpoint(tmp_path, cli)
 
 
 def test_a_checkpoint_with_a_flipped_byte_is_refused(tmp_path) -> None:
-    from codec_cli import checkpoint
+    from codec_cli.nn import checkpoint
 
     f = write_features(tmp_path / "features", d_sae=64, k=4, shards=3, rows=400)
     real = Batches.stream
@@ -263,7 +263,7 @@ def test_features_that_cannot_be_trained_on_are_refused_before_training(tmp_path
 def test_a_checkpoint_from_an_older_codec_is_refused_in_one_line(tmp_path) -> None:
     from safetensors.torch import save_file
 
-    from codec_cli import checkpoint
+    from codec_cli.nn import checkpoint
 
     (tmp_path / "ck").mkdir()
     save_file({"sae.W": torch.zeros(2)}, tmp_path / "ck" / checkpoint.FILE, metadata={"step": "5", "run": "{}"})

@@ -19,7 +19,7 @@ import torch
 from safetensors.numpy import load_file
 
 import squeezed as worlds
-from codec_cli.toy import feature_dimensionality
+from codec_cli.worlds.toy import feature_dimensionality
 
 
 def squeezed(root: Path, sparsity: float, decay: float, *extra, train_toy: bool = False) -> tuple[Path, dict]:

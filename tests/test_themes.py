@@ -1,4 +1,4 @@
-"""The `themes` world's language model (codec_cli/themes.py).
+"""The `themes` world's language model (codec_cli/worlds/themes.py).
 
 One short training run of a small model is shared by the module (a few seconds on a
 2-core CPU); the default config's full run (a few minutes) is not part of the suite.
@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from codec_cli.config import field_docs
-from codec_cli.corpus import documents, to_text, token_batches, vocabulary
+from codec_cli.worlds.themes_corpus import documents, to_text, token_batches, vocabulary
 from codec_cli.errors import BadInput
-from codec_cli.themes import (ThemesModelConfig, cycle_circles, cycle_planes, load_model, model_config, save_model,
+from codec_cli.worlds.themes import (ThemesModelConfig, cycle_circles, cycle_planes, load_model, model_config, save_model,
                               train_model)
 
 SMALL = ThemesModelConfig(n_ctx=32, d_model=32, n_heads=4, d_head=8, d_mlp=64, steps=300, batch_size=32,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from codec_cli.corpus import CYCLES, documents, exact_corpus_entropy, to_text
-from codec_cli.world import open_world
+from codec_cli.worlds.themes_corpus import CYCLES, documents, exact_corpus_entropy, to_text
+from codec_cli.worlds import open_world
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def model(world):
 
 
 def test_loss_is_within_three_percent_of_the_corpus_entropy(world, model):
-    from codec_cli.themes import Config
+    from codec_cli.worlds.themes import Config
 
     cfg = Config(**world.artifact.manifest["params"])
     docs = torch.tensor([d.tokens for d in documents(cfg.corpus, 256, seed=424242)])
@@ -70,7 +70,7 @@ def test_sae_train_on_the_world_and_on_its_model_over_files(cli, world, tmp_path
     metrics = json.loads(result.stdout)
     assert metrics["d_sae"] == 128 and 0 < metrics["ce_loss_recovered"] <= 1.0
 
-    from codec_cli.themes import Config
+    from codec_cli.worlds.themes import Config
 
     cfg = Config(**world.artifact.manifest["params"])
     (tmp_path / "docs.txt").write_text(" ".join(to_text(cfg.corpus, d.tokens) for d in documents(cfg.corpus, 20, 5)))
@@ -83,8 +83,8 @@ def test_sae_train_on_the_world_and_on_its_model_over_files(cli, world, tmp_path
 def test_the_cycles_are_planted_circles_and_the_residual_stream_keeps_them(world, model):
     """The weekday and month embeddings are held on their circles; at the SAE's hook, after a
     block of attention and MLP, the per-token means still lie on a circle in cyclic order."""
-    from codec_cli.corpus import cycle_members
-    from codec_cli.themes import cycle_circles, inputs
+    from codec_cli.worlds.themes_corpus import cycle_members
+    from codec_cli.worlds.themes import cycle_circles, inputs
     from codec_plugins.polytope import circle_scores
 
     _, cfg = world.config()

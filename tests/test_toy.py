@@ -1,4 +1,4 @@
-"""The `toy` world: Anthropic's toy model of superposition (codec_cli/toy.py).
+"""The `toy` world: Anthropic's toy model of superposition (codec_cli/worlds/toy.py).
 
 The geometry tests train with the paper's recipe (10k steps, batch 1024, AdamW 1e-3,
 best of 8 instances) and check the regimes the paper reports. Each regime is trained
@@ -16,7 +16,7 @@ import torch
 
 from codec_cli.config import field_docs
 from codec_cli.errors import BadInput
-from codec_cli.toy import ToyConfig, ToyModel, feature_dimensionality, ground_truth, sample, train
+from codec_cli.worlds.toy import ToyConfig, ToyModel, feature_dimensionality, ground_truth, sample, train
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from codec_cli.artifacts import open_artifact
-from codec_cli.toy import feature_dimensionality
-from codec_cli.world import SHIPPED, open_world
+from codec_cli.worlds.toy import feature_dimensionality
+from codec_cli.worlds import SHIPPED, open_world
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_a_rebuild_on_the_same_machine_writes_the_same_bytes(cli, tmp_path):
 @pytest.fixture(scope="module")
 def rebuilt(tmp_path_factory):
     """The toy world rebuilt with its defaults (about a minute on a 2-core CPU)."""
-    from codec_cli.world import build
+    from codec_cli.worlds import build
 
     return build("toy", tmp_path_factory.mktemp("rebuilt") / "toy")
 

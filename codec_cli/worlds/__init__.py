@@ -18,17 +18,16 @@ machine that built it, within docs/worlds.md's tolerances on another CPU.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 
 from codec_cli import config
 from codec_cli.artifacts import Artifact, ArtifactWriter, open_artifact
-from codec_cli.cli import Reply, command, group, render_metrics
 from codec_cli.errors import BadInput
 
-SHIPPED = Path(__file__).parent / "data" / "worlds"
+SHIPPED = Path(__file__).parent.parent / "data" / "worlds"
 
 
 @dataclass(frozen=True)
@@ -46,9 +45,9 @@ class WorldSpec:
 
 WORLDS = {
     "toy": WorldSpec("toy", "Anthropic's toy model of superposition, with an oracle and a trained SAE.",
-                     "codec_cli.toy"),
+                     "codec_cli.worlds.toy"),
     "themes": WorldSpec("themes", "A tiny language model trained on text with planted themes, cycles and "
-                        "mutually exclusive alternatives, with an SAE on its residual stream.", "codec_cli.themes"),
+                        "mutually exclusive alternatives, with an SAE on its residual stream.", "codec_cli.worlds.themes"),
 }
 
 
@@ -113,7 +112,7 @@ class World:
 
     def sae(self, name: str | None = None):
         """One of the world's SAEs (default: `default_sae`), opened by sae-lens's own loader."""
-        from codec_cli.models import load_sae_dir
+        from codec_cli.sources.models import load_sae_dir
 
         name = name or self.default_sae
         if name not in self.saes:
@@ -140,52 +139,3 @@ def describe(world: World) -> dict[str, Any]:
     return {"world": world.name, "path": str(world.path), "description": world.spec.description,
             "params": a.manifest["params"], "saes": world.saes,
             "hooks": a.attrs.get("hooks", []), "metrics": a.json("metrics.json")}
-
-
-# --------------------------------------------------------------------------- CLI
-
-world_app = group("world", "The built-in worlds: list, build from scratch, describe.", panel="Worlds")
-
-
-@command("list", group=world_app)
-def list_command() -> Reply:
-    """List the built-in worlds and whether a trained copy ships with codec."""
-    rows = [{"world": s.name, "shipped": (SHIPPED / s.name / "manifest.json").is_file(),
-             "description": s.description} for s in WORLDS.values()]
-    text = "\n".join(f"{r['world']:<8} {'shipped' if r['shipped'] else 'not shipped':<12} {r['description']}"
-                     for r in rows)
-    return Reply(rows, text)
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    name: str = config.positional()
-    """The world to build (see `codec world list`)."""
-    out: Path = Path("world")
-    """Output directory for the built world."""
-    param: list[str] = field(default_factory=list, metadata={"short": ("-p",)})
-    """A world parameter as KEY=VALUE (repeatable); see docs/worlds.md."""
-
-
-@command("build", BuildConfig, group=world_app)
-def build_command(cfg: BuildConfig) -> Reply:
-    """Train a world from scratch (the defaults rebuild the shipped copy: same bytes on one machine, within
-    docs/worlds.md's tolerances across CPUs)."""
-    info = describe(build(cfg.name, cfg.out, config.pairs(cfg.param)))
-    return Reply(info, f"built {cfg.name} -> {cfg.out}\n" + render_metrics(info["metrics"]))
-
-
-@dataclass(frozen=True)
-class InfoConfig:
-    world: str = config.positional()
-    """A built-in world's name, or the directory of a built world."""
-
-
-@command("info", InfoConfig, group=world_app)
-def info_command(cfg: InfoConfig) -> Reply:
-    """Describe a world: its parameters, hooks, SAEs and training metrics."""
-    info = describe(open_world(cfg.world))
-    lines = [f"{info['world']}: {info['description']}", f"path: {info['path']}",
-             "saes: " + ", ".join(f"{n} (reads {h})" for n, h in info["saes"].items()),
-             render_metrics(info["metrics"])]
-    return Reply(info, "\n".join(lines))

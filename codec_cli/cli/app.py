@@ -1,12 +1,12 @@
-"""The `codec` command: a Typer app, its global options, and one error handler.
+"""The shell's machinery: the Typer app, `Reply`, the one error handler, and `command()`.
 
-Each stage lives in its own module and registers its command here through
-`command()`, which projects the stage's config dataclass onto options (see
-config.py), turns a `CodecError` (or an OS, memory or stdout failure) into `Error: …`
-plus a hint and its exit code, and prints the result: human text, or JSON with
-`--json`, on stdout. Click's usage errors get the same one-line shape (`CodecGroup`).
+`command()` projects a stage's config dataclass onto options (options.py), runs the
+command, turns a `CodecError` (or an OS, memory or stdout failure) into `Error: …` plus
+a hint and its exit code, and prints the result: human text, or JSON with `--json`, on
+stdout. Click's usage errors get the same one-line shape (`CodecGroup`).
 
-Nothing heavy is imported at module level: `codec --help` must stay instant.
+Each command lives in its own module beside this one and imports its stage inside the
+command body, so `codec --help` imports no stage, numpy or torch.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from typing import Annotated, Any, Callable
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from codec_cli import __version__, config
+from codec_cli import __version__
+from codec_cli.cli import options
 from codec_cli.console import err, settings
 from codec_cli.errors import CodecError
 
@@ -249,14 +250,14 @@ def command(name: str, cfg_class: type | None = None, *, panel: str | None = "St
     options made from `cfg_class`."""
 
     def decorate(fn: Callable[..., Reply]) -> Callable[..., Reply]:
-        params = config.signature(cfg_class) if cfg_class else []
+        params = options.signature(cfg_class) if cfg_class else []
 
         def run(**values) -> None:
             as_json = values.pop("json_", False)
             if values.pop("quiet_", False):
                 settings.quiet = True
             try:
-                reply = fn(config.build(cfg_class, values)) if cfg_class else fn()
+                reply = fn(options.build(cfg_class, values)) if cfg_class else fn()
                 emit(reply, as_json)
             except typer.Exit:
                 raise
@@ -278,12 +279,3 @@ def main() -> None:
     except Exception as e:  # anything that escaped a command (e.g. in a callback)
         code = fail(e).exit_code
         sys.exit(code)
-
-
-# The commands register themselves on import; these imports must stay light.
-from codec_cli import plugins  # noqa: E402,F401
-from codec_cli import extract  # noqa: E402,F401
-from codec_cli import squeeze  # noqa: E402,F401
-from codec_cli import analyze  # noqa: E402,F401
-from codec_cli import world  # noqa: E402,F401
-from codec_cli import sae  # noqa: E402,F401

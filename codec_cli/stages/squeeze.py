@@ -19,113 +19,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from codec_cli import config
-from codec_cli.cli import Reply, command, render_metrics
+from codec_cli.config import SqueezeConfig, quantile
 from codec_cli.errors import BadInput, CodecError
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
-DECAYS = ("constant", "linear", "cosine")
-DTYPES = ("float32", "bfloat16")
 CALIBRATION_ROWS = 1 << 16
 """Rows that estimate each feature's quantile for --rescale pNN."""
 CURVE_POINTS = 500
 """About this many rows in training.parquet, each the mean loss since the last."""
 CHUNK = 1024
 """Rows per step of the evaluation."""
-
-
-@dataclass(frozen=True)
-class SqueezeConfig:
-    features: Path = config.positional()
-    """The features artifact to squeeze (written by `codec extract`)."""
-    m: int = 768
-    """Synthetic neurons M: the width of the bottleneck."""
-    k: int = 64
-    """Top-k input sparsity: each token keeps its k largest features (at most the extracted k are there)."""
-    neuron_act: str = "linear"
-    """The neurons: linear (h = W_enc x + b_enc, the toy model) or relu (neuron-like, for `codec compare`)."""
-    tied: bool = True
-    """Tie the decoder to the encoder (W_dec = W_encᵀ, the toy model); --no-tied trains both."""
-    rescale: str = "none"
-    """Divide each feature by a scale first: none, max (its largest activation), or a quantile of its
-    nonzero activations such as p99 (estimated on the first 65,536 training rows)."""
-    importance: str = "uniform"
-    """Per-feature weight in the loss: uniform, frequency (how often it fires), or a parquet table with
-    columns feature and importance."""
-    batch_size: int = 1024
-    """Tokens per step."""
-    steps: int | None = None
-    """Optimiser steps; default: --epochs passes over the training rows."""
-    epochs: int = 1
-    """Passes over the training rows, when --steps is not given."""
-    lr: float = 1e-3
-    """AdamW peak learning rate."""
-    weight_decay: float = 0.01
-    """AdamW weight decay (PyTorch's default, as in the toy-model paper)."""
-    warmup: int = 100
-    """Steps of linear learning-rate warm-up from zero."""
-    decay: str = "cosine"
-    """Learning-rate decay after the warm-up: constant, linear or cosine."""
-    final_lr: float = 0.1
-    """The learning rate at the last step, as a fraction of --lr (linear and cosine decay)."""
-    restarts: int = 1
-    """Squeezers trained side by side from different initial weights; the one with the lowest held-out
-    loss is kept (small toy models often land in a poor local minimum)."""
-    seed: int = 0
-    """Seed of the initial weights and of the shuffling."""
-    eval_rows: int = 8192
-    """The last rows of the features, held out of training: everything reported is measured on them."""
-    buffer_rows: int = 1 << 18
-    """Rows held in memory for shuffling across shards (about 12·k bytes each, plus up to one shard more)."""
-    represented: float = 0.1
-    """A feature counts as represented when its round trip W_enc_f · W_dec_f is at least this."""
-    faithfulness: bool = True
-    """Measure the model's own codec on the held-out rows (needs the SAE the features came from)."""
-    sae: str | None = None
-    """The SAE the features came from, where it is no longer where extraction found it."""
-    sae_id: str | None = None
-    """The SAE's id within a sae-lens release, with --sae."""
-    device: str = "cpu"
-    """Where to train: cpu, cuda, cuda:1, …"""
-    dtype: str = "float32"
-    """The decoder's matrix-multiply precision: float32, or bfloat16 (for GPUs; weights stay float32)."""
-    checkpoint_every: int = 1000
-    """Save a resumable checkpoint every this many steps (0: never)."""
-    out: Path = Path("squeezer")
-    """Output directory: the squeezer artifact."""
-    resume: bool = False
-    """Carry on from the last checkpoint of an interrupted run into the same --out."""
-
-    def __post_init__(self):
-        for name in ("m", "k", "batch_size", "epochs", "restarts", "eval_rows", "buffer_rows"):
-            if getattr(self, name) < 1:
-                raise BadInput(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.steps is not None and self.steps < 1:
-            raise BadInput(f"--steps must be at least 1, got {self.steps}")
-        for name in ("lr", "weight_decay", "final_lr", "represented", "warmup", "checkpoint_every"):
-            if getattr(self, name) < 0 or (name == "lr" and self.lr == 0):
-                raise BadInput(f"--{name.replace('_', '-')} must be {'positive' if name == 'lr' else 'at least 0'}, "
-                               f"got {getattr(self, name)}")
-        for name, allowed in (("neuron_act", ("linear", "relu")), ("decay", DECAYS), ("dtype", DTYPES)):
-            if getattr(self, name) not in allowed:
-                raise BadInput(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
-                               f"not {getattr(self, name)!r}")
-        quantile(self.rescale)
-
-
-def quantile(rescale: str) -> float | None:
-    """`p99` -> 0.99; None for none and max; BadInput for anything else."""
-    if rescale in ("none", "max"):
-        return None
-    try:
-        q = float(rescale.removeprefix("p")) / 100 if rescale.startswith("p") else math.nan
-    except ValueError:
-        q = math.nan
-    if not 0 < q <= 1:
-        raise BadInput(f"--rescale must be none, max or a percentile such as p99, not {rescale!r}")
-    return q
 
 
 def learning_rate(cfg: SqueezeConfig, step: int, steps: int) -> float:
@@ -142,7 +48,7 @@ def learning_rate(cfg: SqueezeConfig, step: int, steps: int) -> float:
 
 def feature_stats(art) -> dict[str, np.ndarray]:
     """Per feature: count, frequency and max (features.parquet, or counted from the shards)."""
-    from codec_cli.features import Stats
+    from codec_cli.sources.features import Stats
 
     if "features.parquet" in art.manifest["files"]:
         t = art.table("features.parquet", ["count", "frequency", "max"])
@@ -247,8 +153,8 @@ class ModelCodec:
 
 def model_codec(art, cfg: SqueezeConfig) -> ModelCodec:
     """Reopen the SAE the features were extracted with (checked by its weights' hash)."""
-    from codec_cli import models
-    from codec_cli import world as worlds
+    from codec_cli.sources import models
+    from codec_cli import worlds
 
     sae_attrs = art.attrs.get("sae") or {}
     params = art.manifest["params"]
@@ -358,12 +264,12 @@ def squeeze(cfg: SqueezeConfig) -> dict:
     import numpy as np
     import torch
 
-    from codec_cli import checkpoint as checkpoints
+    from codec_cli.nn import checkpoint as checkpoints
     from codec_cli.artifacts import ArtifactWriter, check_output, open_artifact
     from codec_cli.console import err, info, progress
-    from codec_cli.features import Batches
-    from codec_cli.models import check_device
-    from codec_cli.squeezer import Squeezer
+    from codec_cli.sources.features import Batches
+    from codec_cli.sources.models import check_device
+    from codec_cli.nn.squeezer import Squeezer
 
     check_output(cfg.out, "squeezer")
     art = open_artifact(cfg.features, "features")
@@ -484,7 +390,7 @@ def report(model, batches, scale, weight, codec, stats, cfg: SqueezeConfig):
     import polars as pl
     import torch
 
-    from codec_cli.squeezer import Squeezer
+    from codec_cli.nn.squeezer import Squeezer
 
     device = scale.device
     idx, val = (torch.from_numpy(a).to(device) for a in batches.held_out())
@@ -525,14 +431,3 @@ def report(model, batches, scale, weight, codec, stats, cfg: SqueezeConfig):
     extra = {"scale": scale.cpu()} | ({"importance": weight.cpu()} if weight is not None else {})
     return metrics, {"features": features, "neurons": neurons}, {k: v.cpu().numpy() for k, v in
                                                                    (weights | extra).items()}
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-@command("squeeze", SqueezeConfig)
-def squeeze_command(cfg: SqueezeConfig) -> Reply:
-    """Train the Squeezer: re-compress SAE features into M synthetic neurons, and report what it packed."""
-    metrics = squeeze(cfg)
-    shown = {k: v for k, v in metrics.items() if k != "instance_losses"}
-    return Reply({"out": str(cfg.out), **metrics}, render_metrics(shown))

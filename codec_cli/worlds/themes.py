@@ -1,4 +1,4 @@
-"""The `themes` world's language model: a tiny transformer-lens model trained on corpus.py's text.
+"""The `themes` world's language model: a tiny transformer-lens model trained on themes_corpus.py's text.
 
 The model is the subject of the `themes` world: a small but real language model whose
 training text has planted structure with a ground-truth table (`corpus.ground_truth`),
@@ -10,7 +10,7 @@ works on it: hooks such as `blocks.1.hook_resid_pre` and `blocks.0.mlp.hook_post
 
 The default config trains it to within a fraction of a percent of the corpus's
 entropy (`exact_corpus_entropy`, the loss floor of a perfect model), so it must have
-learned what corpus.py plants, and a researcher should expect to find inside it:
+learned what themes_corpus.py plants, and a researcher should expect to find inside it:
 
 - themes: the first topic word of a document fixes the topic, and from then on the
   model predicts only that topic's words. Look for attention heads that read earlier
@@ -59,11 +59,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from codec_cli.corpus import (CYCLES, ThemesCorpusConfig, build_tokenizer, cycle_members, documents,
+from codec_cli.worlds.themes_corpus import (CYCLES, ThemesCorpusConfig, build_tokenizer, cycle_members, documents,
                               exact_corpus_entropy, ground_truth, load_tokenizer, save_tokenizer, token_batches,
                               token_logprobs, vocabulary)
 from codec_cli.errors import ArtifactError, BadInput
-from codec_cli.models import torch_threads
+from codec_cli.sources.models import torch_threads
 
 # Held-out documents come from their own corpus seed, so they never overlap the
 # training stream and do not shift when `steps` or `batch_size` change.
@@ -329,7 +329,7 @@ def load_model(directory: str | Path, device: str = "cpu") -> HookedTransformer:
     for name in (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_DIR):
         if not (directory / name).exists():
             raise ArtifactError(directory, f"no {name} here; not a themes model directory",
-                                hint="write one with codec_cli.themes.save_model")
+                                hint="write one with codec_cli.worlds.themes.save_model")
     try:
         fields = json.loads((directory / CONFIG_FILE).read_text())
         # `HookedTransformerConfig.to_dict()` written with `default=str` spells it "torch.float32".
@@ -383,13 +383,13 @@ class Config(ThemesModelConfig):
         if not m or int(m.group(1)) >= self.n_layers:
             raise BadInput(f"-p sae_hook={self.sae_hook!r}: expected blocks.L.hook_resid_pre (or resid_mid, "
                            f"resid_post, mlp_out, attn_out) with L < n_layers={self.n_layers}")
-        from codec_cli.sae import width
+        from codec_cli.nn.sae import width
 
         width(_sae_config(self), self.d_model)
 
 
 def _sae_config(cfg: Config):
-    from codec_cli.sae import SAETrainConfig
+    from codec_cli.nn.sae import SAETrainConfig
 
     return SAETrainConfig(expansion_factor=cfg.sae_expansion, k=cfg.sae_k, steps=cfg.sae_steps,
                           batch_size=cfg.sae_batch_size, seed=cfg.seed, checkpoint_every=0)
@@ -409,10 +409,10 @@ def labels(cfg: Config, token_ids) -> dict:
 
 def build(cfg: Config, w) -> None:
     """Train the language model and its SAE from scratch and write the world into writer `w`."""
-    from codec_cli import models
-    from codec_cli import sae as saes
+    from codec_cli.sources import models
+    from codec_cli.nn import sae as saes
     from codec_cli.console import info, progress
-    from codec_cli.corpus import ground_truth
+    from codec_cli.worlds.themes_corpus import ground_truth
 
     with progress("steps") as bar:
         task = bar.add_task("themes model", total=cfg.steps)

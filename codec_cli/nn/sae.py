@@ -15,54 +15,15 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 
-from codec_cli import config
-from codec_cli.cli import Reply, command, group, render_metrics
+from codec_cli.config import SAETrainConfig
 from codec_cli.errors import BadInput, CodecError
 
 if TYPE_CHECKING:  # torch is imported inside the functions: `codec --help` must not pay for it
     import torch
-
-ARCHITECTURES = ("topk", "relu")
-
-
-@dataclass(frozen=True)
-class SAETrainConfig:
-    architecture: str = "topk"
-    """topk (exactly k active features per token) or relu (ReLU with an L1 penalty)."""
-    expansion_factor: float = 2.0
-    """SAE width as a multiple of the activation width: d_sae = round(factor × d_in)."""
-    k: int = 4
-    """Active features per token (topk)."""
-    l1_coefficient: float = 1.0
-    """Weight of the L1 sparsity penalty (relu)."""
-    lr: float = 1e-3
-    """Adam learning rate."""
-    batch_size: int = 1024
-    """Activation vectors per step."""
-    steps: int = 2000
-    """Training steps."""
-    seed: int = 0
-    """Seed of the SAE's initial weights."""
-    dead_window: int = 200
-    """A feature that has not fired for this many steps counts as dead (and feeds the aux-k loss)."""
-    checkpoint_every: int = 250
-    """Save a resumable checkpoint every this many steps (0: never)."""
-
-    def __post_init__(self):
-        if self.architecture not in ARCHITECTURES:
-            raise BadInput(f"--architecture must be one of {', '.join(ARCHITECTURES)}, not {self.architecture!r}")
-        for name in ("expansion_factor", "lr", "batch_size", "steps", "dead_window"):
-            if getattr(self, name) <= 0:
-                raise BadInput(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.k <= 0 or self.l1_coefficient < 0 or self.checkpoint_every < 0:
-            raise BadInput("--k must be positive, --l1-coefficient and --checkpoint-every not negative")
-
 
 def width(cfg: SAETrainConfig, d_in: int) -> int:
     """The SAE's number of latents for inputs of width d_in; refuses a k wider than that."""
@@ -119,7 +80,7 @@ def train(cfg: SAETrainConfig, batch: Callable[[int], torch.Tensor], d_in: int, 
     import torch
     from sae_lens.saes.sae import TrainStepInput
 
-    from codec_cli import checkpoint as checkpoints
+    from codec_cli.nn import checkpoint as checkpoints
     from codec_cli import config
 
     run = {k: v for k, v in config.to_dict(cfg).items() if k not in ("steps", "checkpoint_every")}
@@ -205,7 +166,7 @@ def ce_loss_recovered(model, sae, hook: str, tokens: torch.Tensor) -> dict[str, 
 def train_on_source(cfg: SAETrainConfig, src, hook: str, checkpoint: Path | None = None, context: int | None = None):
     """Train on a `models.Source` at `hook` with a progress bar, then measure on held-out
     data (and, for language models, the CE loss recovered). Returns (sae, history, metrics)."""
-    from codec_cli import models
+    from codec_cli.sources import models
     from codec_cli.console import progress
 
     probe = models.activations(src, hook, 0, 1)
@@ -221,54 +182,3 @@ def train_on_source(cfg: SAETrainConfig, src, hook: str, checkpoint: Path | None
     if src.language:
         metrics |= ce_loss_recovered(src.model, sae, hook, src.inputs(models.HELD_OUT + 1, 64))
     return sae, history, metrics
-
-
-# --------------------------------------------------------------------------- CLI
-
-sae_app = group("sae", "Sparse autoencoders: train one on any model's activations.", panel="Worlds")
-
-
-@dataclass(frozen=True)
-class TrainCommand(SAETrainConfig):
-    source: str = config.positional(default="toy")
-    """A built-in world (toy, themes), a built world's directory, a codec-saved transformer-lens
-    model directory, or a transformer-lens model name (needs a reachable hub)."""
-    hook: str | None = None
-    """The hook to read, e.g. blocks.1.hook_resid_pre; default: the world's SAE hook."""
-    corpus: list[Path] = field(default_factory=list)
-    """Text (.txt), JSON-lines (.jsonl) or parquet files to read (repeatable); worlds bring their own."""
-    column: str = "text"
-    """The text field of .jsonl and .parquet corpora."""
-    context: int = 64
-    """Context length in tokens, BOS included, for --corpus files."""
-    out: Path = Path("sae")
-    """Output directory: a sae-lens SAE directory that is also a codec artifact."""
-    resume: bool = False
-    """Carry on from the last checkpoint of an interrupted run into the same --out."""
-
-
-@command("train", TrainCommand, group=sae_app)
-def train_command(cfg: TrainCommand) -> Reply:
-    """Train an SAE on a model's activations at one hook; resumable, saved in sae-lens format."""
-    from codec_cli import models
-    from codec_cli.artifacts import ArtifactWriter, check_output
-
-    check_output(cfg.out, "sae")
-    src = models.load_source(cfg.source, cfg.corpus, cfg.column, cfg.context)
-    hook = cfg.hook or src.default_hook
-    if hook is None:
-        raise BadInput("no --hook given", hint="e.g. --hook blocks.0.hook_resid_post")
-    train_cfg = SAETrainConfig(**{k: getattr(cfg, k) for k in SAETrainConfig.__dataclass_fields__})
-    d_in = models.activations(src, hook, 0, 1).shape[-1]  # a bad hook fails here, before training
-    width(train_cfg, d_in)
-    with ArtifactWriter(cfg.out, "sae", command="codec sae train", params=config.to_dict(cfg),
-                        resume=cfg.resume, resumable="checkpoint/state.safetensors") as w:
-        sae, history, metrics = train_on_source(train_cfg, src, hook, checkpoint=w.path / "checkpoint",
-                                                context=cfg.context)
-        save(sae, w.path)
-        w.write_json("metrics.json", metrics)
-        w.write_table("training.parquet", {k: [row.get(k) for row in history] for k in history[0]})
-        w.attrs.update(hook=hook, model=src.name, d_in=int(d_in), d_sae=metrics["d_sae"],
-                       architecture=cfg.architecture)
-        shutil.rmtree(w.path / "checkpoint", ignore_errors=True)  # last: a failure above can still resume
-    return Reply({"out": str(cfg.out), **metrics}, render_metrics(metrics))

@@ -3,7 +3,7 @@
 The Decompress step (DESIGN.md §3). A model reads a corpus; at the SAE's hook the
 activations are encoded by the SAE and each token keeps its top-k features (indices
 and values); everything downstream reads the `features` artifact this writes
-(features.py, docs/artifacts.md).
+(sources/features.py, docs/artifacts.md).
 
 The corpus is a stream of context windows cut into shards of whole windows. Shard j
 depends on nothing but j, so
@@ -23,15 +23,15 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from codec_cli import config
-from codec_cli.cli import Reply, command
+from codec_cli.config import ExtractConfig
 from codec_cli.console import info, progress, settings
 from codec_cli.errors import BadInput
-from codec_cli.features import NEURONS, SHARD, SHARD_DIRS, TOKENS, Stats, shard_number
+from codec_cli.sources.features import NEURONS, SHARD, SHARD_DIRS, TOKENS, Stats, shard_number
 
 if TYPE_CHECKING:
     import torch
@@ -43,86 +43,6 @@ CHUNK = 256
 """Windows per world stream step; fixed, so that --batch-size does not change the data."""
 CALIBRATION_ROWS = 4096
 """Rows encoded to choose k when it is neither given nor the SAE's own."""
-VALUE_DTYPES = ("float32", "float16")
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    source: str | None = config.positional(default=None)
-    """The model: a built-in world (toy, themes), a built world's directory, a model
-    directory (codec's or Hugging Face's format), or a transformer-lens model name
-    (needs a reachable hub); default: the model the SAE names."""
-    sae: str | None = None
-    """The SAE: one of the world's (by name; default its own), a sae-lens or sparsify
-    directory, or a sae-lens release (with --sae-id)."""
-    sae_id: str | None = None
-    """The SAE's id within a sae-lens release, e.g. blocks.8.hook_resid_pre."""
-    hook: str | None = None
-    """The hook the SAE reads; default: the one in the SAE's config."""
-    neurons: str | None = None
-    """Also store the model's own activations at this hook (e.g. blocks.0.mlp.hook_post), for compare."""
-    corpus: list[Path] = field(default_factory=list)
-    """Text (.txt), JSON-lines (.jsonl) or parquet files, a directory of them, or a quoted glob (repeatable); worlds bring their own."""
-    dataset: str | None = None
-    """A Hugging Face dataset to stream instead of --corpus files (a hub name or a local dataset directory)."""
-    split: str = "train"
-    """The split of --dataset."""
-    column: str = "text"
-    """The text field of .jsonl, .parquet and --dataset documents."""
-    context: int | None = None
-    """Context window in tokens, BOS included; default: the SAE's training context, else 128."""
-    bos: bool = True
-    """Start every window with the BOS token (as most SAEs were trained)."""
-    keep_bos: bool = False
-    """Keep the BOS position's activations (dropped by default: they are outliers, not text)."""
-    tokens: int = 65536
-    """Token budget: rows to extract (the corpus may end sooner)."""
-    batch_size: int = 16
-    """Context windows per forward pass."""
-    k: int | None = None
-    """Features kept per token; default: the SAE's own k (TopK SAEs), else the least k that keeps --mass."""
-    mass: float = 0.99
-    """The share of activation mass the default k must keep, for SAEs that are not TopK."""
-    dtype: str = "float32"
-    """Storage type of the feature values: float32 or float16."""
-    shard_tokens: int = 32768
-    """Rows per shard (rounded to whole windows); memory holds one shard."""
-    shard: int | None = None
-    """This process's rank when one extraction is split over --of processes."""
-    of: int | None = None
-    """How many processes split the extraction; each writes a part, `codec merge` joins them."""
-    model_kwarg: list[str] = field(default_factory=list)
-    """A transformer-lens from_pretrained option as KEY=VALUE (repeatable); the SAE's own take precedence."""
-    device: str = "cpu"
-    """Where the model and SAE run: cpu or cuda."""
-    out: Path = Path("features")
-    """Output directory; with --of, put {rank} in it (e.g. parts/{rank})."""
-    resume: bool = False
-    """Carry on from the last whole shard of an interrupted run into the same --out."""
-
-    def __post_init__(self):
-        for name in ("tokens", "batch_size", "shard_tokens"):
-            if getattr(self, name) <= 0:
-                raise BadInput(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.k is not None and self.k <= 0:
-            raise BadInput(f"--k must be positive, got {self.k}")
-        if self.context is not None and self.context < 1 + self.bos:
-            raise BadInput(f"--context must be at least {1 + self.bos}, got {self.context}")
-        if not 0 < self.mass <= 1:
-            raise BadInput(f"--mass must be in (0, 1], got {self.mass}")
-        if self.dtype not in VALUE_DTYPES:
-            raise BadInput(f"--dtype must be one of {', '.join(VALUE_DTYPES)}, not {self.dtype!r}")
-        if self.corpus and self.dataset:
-            raise BadInput("give --corpus files or a --dataset, not both")
-        if (self.shard is None) != (self.of is None):
-            raise BadInput("--shard and --of go together", hint="e.g. --shard 0 --of 4")
-        if self.of is not None and not 0 <= self.shard < self.of:
-            raise BadInput(f"--shard must be in [0, {self.of}), got {self.shard}")
-
-    @property
-    def reads_files(self) -> bool:
-        """Whether the corpus is files or a dataset rather than a world's own stream."""
-        return bool(self.corpus or self.dataset)
 
 
 def rank(cfg: ExtractConfig) -> tuple[int, int]:
@@ -191,7 +111,7 @@ class Stream:
 def windows(cfg: ExtractConfig, stream: Stream, model, world) -> Iterator:
     """The extraction's windows in order, the last one cut so that the rows add up to
     exactly the token budget (or fewer, where the corpus ends)."""
-    from codec_cli.dataset import Window, context_windows, hub_documents, read_documents
+    from codec_cli.sources.corpora import Window, context_windows, hub_documents, read_documents
 
     if world is not None and not cfg.reads_files:
         module, wcfg = world.config()
@@ -236,7 +156,7 @@ class Encoder:
     k: int = 0
 
     def stop_at(self) -> dict:
-        from codec_cli.models import stop_layer
+        from codec_cli.sources.models import stop_layer
 
         layers = [stop_layer(h) for h in (self.hook, self.neurons) if h]
         if not self.stream.language or None in layers:
@@ -396,9 +316,9 @@ def open_all(cfg: ExtractConfig, model=None, sae=None):
     checked, with the model's options taken from the SAE; all errors come here, before
     the corpus is read, and those that need no model before it loads. A `model` or
     `sae` passed in is used as it is (the model where it already runs)."""
-    from codec_cli import models
-    from codec_cli import world as worlds
-    from codec_cli.dataset import corpus_files
+    from codec_cli.sources import models
+    from codec_cli import worlds
+    from codec_cli.sources.corpora import corpus_files
 
     src, w = cfg.source, None
     if model is None and src is not None:
@@ -454,7 +374,7 @@ def _recorded(cfg: ExtractConfig, world) -> ExtractConfig:
     """`cfg` as the manifest keeps it: local paths made absolute, so that a later stage
     run from another directory (squeeze, reopening the SAE) finds what was read. Names
     that are not paths here (built-in worlds, a world's SAEs, hub names) stay as given."""
-    from codec_cli import world as worlds
+    from codec_cli import worlds
 
     def local(name: str | None, is_name: bool) -> str | None:
         return str(Path(name).resolve()) if name is not None and not is_name and Path(name).exists() else name
@@ -638,30 +558,3 @@ def _labels(world):
         return None
     module, cfg = world.config()
     return lambda rows: module.labels(cfg, rows)
-
-
-@command("extract", ExtractConfig)
-def extract_command(cfg: ExtractConfig) -> Reply:
-    """Extract SAE features per token from a model over a corpus: sparse, sharded, resumable."""
-    s = extract(cfg)
-    line = (f"{s['rows']:,} tokens -> {s['out']}: L0 {s['l0']:.1f}, k {s['k']}, mass kept {s['mass_kept']:.2%}, "
-            f"{s['bytes_per_row']:.0f} bytes/token (dense: {s['dense_bytes_per_row']:,}), "
-            f"{s['tokens_per_s']:,.0f} tokens/s")
-    return Reply(s, line)
-
-
-@dataclass(frozen=True)
-class MergeConfig:
-    parts: list[Path] = config.positional()
-    """The parts: the outputs of every rank of one extraction (--shard i --of n)."""
-    out: Path = Path("features")
-    """Output directory: the joined features artifact."""
-
-
-@command("merge", MergeConfig)
-def merge_command(cfg: MergeConfig) -> Reply:
-    """Join the parts of an extraction split over ranks into one features artifact."""
-    from codec_cli.features import merge
-
-    s = merge(cfg.parts, cfg.out)
-    return Reply(s, f"{s['parts']} parts, {s['shards']} shards, {s['rows']:,} tokens -> {s['out']}")

@@ -64,7 +64,7 @@ def _tokenizer(path: Path):
 def check_weights(path: Path) -> None:
     """Refuse a directory whose weights are not safetensors: codec never unpickles a
     file (`torch.load` can run code), so say so before transformers gets to it."""
-    from codec_cli.models import safetensors_shapes
+    from codec_cli.sources.models import safetensors_shapes
 
     weights = sorted(path.glob("*.safetensors"))
     if weights:

@@ -309,7 +309,7 @@ class Config(ToyConfig):
         super().__post_init__()
         if self.sae_k <= 0 or self.sae_steps <= 0 or self.n_samples <= 0 or self.sae_expansion <= 0:
             raise BadInput("toy: sae_k, sae_steps, sae_expansion and n_samples must be positive")
-        from codec_cli.sae import width
+        from codec_cli.nn.sae import width
 
         width(_sae_config(self), self.n_hidden)  # a k wider than the SAE fails now, not after training
 
@@ -367,7 +367,7 @@ def load_model(path: Path) -> ToyNet:
 
 
 def _sae_config(cfg: Config):
-    from codec_cli.sae import SAETrainConfig
+    from codec_cli.nn.sae import SAETrainConfig
 
     return SAETrainConfig(expansion_factor=cfg.sae_expansion, k=cfg.sae_k, steps=cfg.sae_steps,
                           lr=3e-3, batch_size=1024, seed=cfg.seed, checkpoint_every=0)
@@ -399,9 +399,9 @@ def _match_to_truth(directions: torch.Tensor, W: torch.Tensor) -> float:
 def build(cfg: Config, w) -> None:
     """Train the toy model and its SAE from scratch and write the world into writer `w`."""
     from codec_cli import config as configs
-    from codec_cli import sae as saes
+    from codec_cli.nn import sae as saes
     from codec_cli.console import progress
-    from codec_cli.models import torch_threads
+    from codec_cli.sources.models import torch_threads
 
     # One thread, whatever the caller's: the same bytes on this machine every time (other CPUs
     # differ within docs/worlds.md's tolerances), and tiny matrices anyway.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from codec_cli.cli import app
+from codec_cli.cli.app import app
 
 # Fixed width and no colour, so the page is the same on every machine.
 ENV = {"TERMINAL_WIDTH": "100", "NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "100"}

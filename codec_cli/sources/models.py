@@ -64,7 +64,7 @@ def unknown_source(source: str) -> BadInput | None:
     """The error for a `source` that is no world, no directory and no transformer-lens
     model name, or None when it may be one of those. Checked before anything that would
     otherwise complain about what such a source lacks (a --corpus, an --sae)."""
-    from codec_cli import world as worlds
+    from codec_cli import worlds
 
     path = Path(source)
     if worlds.is_world(source) or path.is_dir():
@@ -106,14 +106,14 @@ def open_model(source: str, kwargs: dict | None = None):
     `kwargs` are transformer-lens `from_pretrained` options (e.g. center_writing_weights);
     they apply where weights are processed on loading: hub names and Hugging Face
     directories, not worlds or codec's own (already processed) directories."""
-    from codec_cli import world as worlds
+    from codec_cli import worlds
 
     path = Path(source)
     if worlds.is_world(source):
         w = worlds.open_world(source)
         return w.model(), w
     if path.is_dir() and (path / "model.safetensors").is_file() and (path / "tokenizer").is_dir():
-        from codec_cli.themes import load_model  # codec's transformer-lens directory format
+        from codec_cli.worlds.themes import load_model  # codec's transformer-lens directory format
 
         safetensors_shapes(path / "model.safetensors")  # load_model would fail deep in safetensors
         return load_model(path), None
@@ -131,8 +131,8 @@ def _looks_like_hub_name(name: str) -> bool:
 
 def load_source(source: str, corpus: list[Path] = (), column: str = "text", context: int = 64) -> Source:
     """Open `source` for training (see the module docstring); errors are one line, before heavy work."""
-    from codec_cli import world as worlds
-    from codec_cli.dataset import corpus_files, read_documents, token_windows
+    from codec_cli import worlds
+    from codec_cli.sources.corpora import corpus_files, read_documents, token_windows
 
     path = Path(source)
     if (problem := unknown_source(source)) is not None:
@@ -169,7 +169,7 @@ def _from_hub(name: str, kwargs: dict):
 
 
 def _from_hf_dir(path: Path, kwargs: dict):
-    from codec_cli import hf
+    from codec_cli.sources import hf
 
     if not (path / "config.json").is_file():
         raise BadInput(f"{path}: not a model directory (no config.json)",
@@ -374,7 +374,7 @@ def open_sae(name: str | None, sae_id: str | None = None, world=None, device: st
     """An SAE by name: one of `world`'s SAEs (its default when `name` is None), a local
     directory in sae-lens or sparsify format, or a sae-lens release with `sae_id`."""
     from codec_cli.artifacts import open_artifact
-    from codec_cli import world as worlds
+    from codec_cli import worlds
 
     check_device(device)
     if name is None or (world is not None and name in world.saes and sae_id is None):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from codec_cli import registry
-from codec_cli.cli import Reply, command
+from codec_cli.cli.app import Reply, command
 from codec_cli.errors import CodecError
 
 

@@ -12,29 +12,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from codec_cli import config, registry
-from codec_cli.analysis import Context, NoParams, Result
+from codec_cli.plugin_api import Context, NoParams, Result
 from codec_cli.artifacts import ArtifactWriter, check_lineage, check_output, open_artifact
-from codec_cli.cli import Reply, command
 from codec_cli.console import err, info
 from codec_cli.errors import BadInput, CodecError, PluginError
-
-
-@dataclass(frozen=True)
-class AnalyzeConfig:
-    inputs: list[Path] = config.positional()
-    """Input artifacts (features/, squeezer/, …); each plugin takes the kinds it requires. An input's own
-    recorded inputs join in when they are still where they were made (squeezer/ brings its features/)."""
-    out: Path = Path("analysis")
-    """Output directory; each plugin writes its own artifact in OUT/PLUGIN/."""
-    plugin: list[str] = field(default_factory=list, metadata={"short": ("-P",)})
-    """Plugins to run, comma-separated or repeated. Default: every plugin whose required inputs are given."""
-    param: list[str] = field(default_factory=list, metadata={"short": ("-p",)})
-    """A plugin parameter, KEY=VALUE for every plugin that has KEY, or PLUGIN.KEY=VALUE (repeatable)."""
 
 
 def _split_params(pairs: list[str], plugins: dict[str, Any]) -> dict[str, dict[str, str]]:
@@ -162,24 +147,3 @@ def analyze(inputs: list[Path], out: Path, plugins: list[str] | None = None,
                     if isinstance(e, SystemExit) else f"{type(e).__name__}: {e}")
             report[name] = {"status": "failed", "package": inf.package, "error": f"{inf.describe()} failed: {what}"}
     return dict(sorted(report.items()))
-
-
-def render(report: dict[str, dict]) -> str:
-    lines = []
-    for name, r in report.items():
-        if r["status"] == "ok":
-            shown = ", ".join(f"{k}={v}" for k, v in r["summary"].items() if not isinstance(v, (dict, list)))
-            lines.append(f"{name}: ok -> {r['out']}" + (f"  ({shown})" if shown else ""))
-        else:
-            lines.append(f"{name}: FAILED  {r['error']}")
-    return "\n".join(lines)
-
-
-@command("analyze", AnalyzeConfig)
-def analyze_command(cfg: AnalyzeConfig) -> Reply:
-    """Run analysis plugins on artifacts; writes OUT/PLUGIN/ per plugin (see `codec plugins`)."""
-    report = analyze(cfg.inputs, cfg.out, cfg.plugin or None, cfg.param)
-    failed = [n for n, r in report.items() if r["status"] != "ok"]
-    for n in failed:
-        err.print(f"Error: {report[n]['error']}", markup=False, style="red")
-    return Reply(report, render(report), code=1 if failed else 0)

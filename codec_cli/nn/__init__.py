@@ -1,0 +1,1 @@
+"""The networks codec trains: the Squeezer, the SAE trainer, and resumable checkpoints."""
