@@ -473,10 +473,10 @@ class ArtifactWriter:
             return
         for tmp in self.path.rglob(".*.tmp"):  # a file caught mid-write is never resumed
             tmp.unlink(missing_ok=True)
-        from codec_cli.console import err
+        from codec_cli.talk import info
 
-        err.print(f"note: the unfinished run is kept in {self.path}; run the same command with --resume to carry "
-                  "on, or without it to start afresh", markup=False)
+        info(f"note: the unfinished run is kept in {self.path}; run the same command with --resume to carry "
+             "on, or without it to start afresh")
 
     def _target(self, name: str) -> Path:
         p = self.path / name

@@ -14,7 +14,7 @@ from codec_cli import registry
 from codec_cli.plugin_api import Analysis, Context, Result
 from codec_cli.artifacts import ArtifactWriter
 from codec_cli.cli import app
-from codec_cli.console import settings
+from codec_cli.cli.console import settings
 
 
 def write_features(path: Path, seed: int = 0, d_sae: int = 40, k: int = 4, shards: int = 2, rows: int = 50) -> Path:

@@ -15,7 +15,7 @@ import polars as pl
 from typer.testing import CliRunner
 
 from codec_cli.cli import app
-from codec_cli.console import settings
+from codec_cli.cli.console import settings
 
 SQUEEZE = ("--m", 2, "--restarts", 8, "--steps", 3000, "--lr", 1e-2)
 

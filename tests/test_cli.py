@@ -170,10 +170,14 @@ def test_cli_reference_is_in_sync():
 
 
 def test_progress_vanishes_off_terminal_and_with_quiet(monkeypatch):
-    from codec_cli import console
+    from codec_cli.cli import console
 
-    assert console.progress("tokens").disable  # pytest's stderr is not a terminal
+    def shown() -> bool:
+        with console.bar("extract", 10, unit="tokens") as bar:
+            return bar.visible
+
+    assert not shown()  # pytest's stderr is not a terminal
     monkeypatch.setattr(type(console.err), "is_terminal", property(lambda self: True))
-    assert not console.progress("tokens").disable
+    assert shown()
     monkeypatch.setattr(console.settings, "quiet", True)
-    assert console.progress("tokens").disable
+    assert not shown()

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from codec_cli.artifacts import ArtifactWriter, open_artifact
 from codec_cli.cli import app
-from codec_cli.console import settings
+from codec_cli.cli.console import settings
 from codec_plugins.polytope import circle_scores
 
 NO_FAITHFULNESS = ("--no-faithfulness",)

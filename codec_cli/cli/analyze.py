@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from codec_cli.cli.app import Reply, command
 from codec_cli.config import AnalyzeConfig
-from codec_cli.console import err
+from codec_cli.cli.console import err
 
 
 def render(report: dict[str, dict]) -> str:

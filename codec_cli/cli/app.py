@@ -26,7 +26,9 @@ from typer.core import TyperCommand, TyperGroup
 
 from codec_cli import __version__
 from codec_cli.cli import options
-from codec_cli.console import err, settings
+from codec_cli import talk
+from codec_cli.cli import console
+from codec_cli.cli.console import err, settings
 from codec_cli.errors import CodecError
 
 DEBUG_HINT = "set CODEC_DEBUG=1 for the full traceback"
@@ -257,7 +259,8 @@ def command(name: str, cfg_class: type | None = None, *, panel: str | None = "St
             if values.pop("quiet_", False):
                 settings.quiet = True
             try:
-                reply = fn(options.build(cfg_class, values)) if cfg_class else fn()
+                with talk.reporting(console.info, console.bar):
+                    reply = fn(options.build(cfg_class, values)) if cfg_class else fn()
                 emit(reply, as_json)
             except typer.Exit:
                 raise

@@ -164,20 +164,19 @@ def ce_loss_recovered(model, sae, hook: str, tokens: torch.Tensor) -> dict[str, 
 
 
 def train_on_source(cfg: SAETrainConfig, src, hook: str, checkpoint: Path | None = None, context: int | None = None):
-    """Train on a `models.Source` at `hook` with a progress bar, then measure on held-out
+    """Train on a `models.Source` at `hook`, showing progress (codec_cli.talk), then measure on held-out
     data (and, for language models, the CE loss recovered). Returns (sae, history, metrics)."""
+    from codec_cli import talk
     from codec_cli.sources import models
-    from codec_cli.console import progress
 
     probe = models.activations(src, hook, 0, 1)
     per_step = math.ceil(cfg.batch_size / probe.shape[0]) if src.language else cfg.batch_size
     meta = {"hook_name": hook, "model_name": src.name, "prepend_bos": src.language,
             "context_size": (context or probe.shape[0] + 1) if src.language else None}
-    with progress("steps") as bar:
-        task = bar.add_task(f"sae {cfg.architecture} @ {hook}", total=cfg.steps)
+    with talk.progress(f"sae {cfg.architecture} @ {hook}", cfg.steps, unit="steps") as bar:
         sae, history = train(cfg, lambda step: models.activations(src, hook, step, per_step)[: cfg.batch_size],
                              probe.shape[-1], meta, checkpoint=checkpoint,
-                             on_step=lambda step, row: bar.update(task, completed=step))
+                             on_step=lambda step, row: bar.update(completed=step))
     metrics = evaluate(sae, models.activations(src, hook, models.HELD_OUT, 4 * per_step))
     if src.language:
         metrics |= ce_loss_recovered(src.model, sae, hook, src.inputs(models.HELD_OUT + 1, 64))

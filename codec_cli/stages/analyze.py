@@ -12,13 +12,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import traceback
 from pathlib import Path
 from typing import Any
 
 from codec_cli import config, registry
 from codec_cli.plugin_api import Context, NoParams, Result
 from codec_cli.artifacts import ArtifactWriter, check_lineage, check_output, open_artifact
-from codec_cli.console import err, info
+from codec_cli import talk
+from codec_cli.talk import info
 from codec_cli.errors import BadInput, CodecError, PluginError
 
 
@@ -72,6 +74,7 @@ def _write_result(w: ArtifactWriter, result: Any) -> dict:
     return summary
 
 
+@talk.reports
 def analyze(inputs: list[Path], out: Path, plugins: list[str] | None = None,
             params: list[str] | None = None) -> dict[str, dict]:
     """Run plugins on artifacts; returns, per plugin, its status, output path and summary."""
@@ -135,14 +138,14 @@ def analyze(inputs: list[Path], out: Path, plugins: list[str] | None = None,
                                 inputs=given.values(),
                                 attrs={"plugin": name, "package": inf.package, "version": inf.version,
                                        "api_version": plugin.api_version}) as w:
-                ctx = Context(given, filled[name], w.path, log=info)
+                ctx = Context(given, filled[name], w.path, log=talk.info)
                 summary = _write_result(w, plugin.run(ctx))
             report[name] = {"status": "ok", "package": inf.package, "out": str(out / name), "summary": summary}
         except KeyboardInterrupt:
             raise
         except BaseException as e:  # one plugin's failure, sys.exit() included, must not spoil the others
             if os.environ.get("CODEC_DEBUG"):
-                err.print_exception()
+                traceback.print_exc()
             what = (str(e) if isinstance(e, CodecError) else f"called sys.exit({e.code!r})"
                     if isinstance(e, SystemExit) else f"{type(e).__name__}: {e}")
             report[name] = {"status": "failed", "package": inf.package, "error": f"{inf.describe()} failed: {what}"}

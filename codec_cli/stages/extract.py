@@ -21,7 +21,6 @@ import io
 import itertools
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from codec_cli import config
 from codec_cli.config import ExtractConfig
-from codec_cli.console import info, progress, settings
+from codec_cli import talk
+from codec_cli.talk import info, progress
 from codec_cli.errors import BadInput
 from codec_cli.sources.features import NEURONS, SHARD, SHARD_DIRS, TOKENS, Stats, shard_number
 
@@ -355,10 +355,13 @@ def open_all(cfg: ExtractConfig, model=None, sae=None):
     if w is None and not worlds.is_world(src):
         _needs_corpus(cfg, src)  # the model the SAE names: still before it loads
     kwargs = model_kwargs(cfg.model_kwarg, handle.meta)
-    # transformer-lens prints as it loads: not on stdout, which is for data, nor under --quiet
-    with contextlib.redirect_stdout(io.StringIO() if settings.quiet else sys.stderr):
+    # transformer-lens prints as it loads; stdout is for data, so its lines become messages.
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
         model, w = models.open_model(src, kwargs)
         model = (model if cfg.device == "cpu" else model.to(cfg.device)).eval()  # loaders give CPU models
+    for line in printed.getvalue().splitlines():
+        info(line)
     if kwargs and (w is not None or Path(src).is_dir() and (Path(src) / "tokenizer").is_dir()):
         info(f"note: {src} is stored already processed; the model options do not apply")
     return cfg, model, w, handle
@@ -393,6 +396,7 @@ def check_hooks(model, hooks: list[str]) -> None:
             raise BadInput(f"the model has no hook {h!r}", hint=f"did you mean {', '.join(near)}?")
 
 
+@talk.reports
 def extract(cfg: ExtractConfig, model=None, sae=None) -> dict:
     """Run an extraction (or this rank's part of one) into `cfg.out`; returns the summary.
 
@@ -464,9 +468,8 @@ def extract(cfg: ExtractConfig, model=None, sae=None) -> dict:
         decoded: dict[int, str] = {}
         tokenizer = getattr(model, "tokenizer", None) if language else None
         mine = (cfg.tokens + ranks - 1) // ranks
-        with progress("tokens") as bar:
-            task = bar.add_task(f"extract @ {hook}" + (f" (rank {index}/{ranks})" if ranks > 1 else ""), total=mine)
-            bar.update(task, completed=min(stats.rows, mine))
+        with progress(f"extract @ {hook}" + (f" (rank {index}/{ranks})" if ranks > 1 else ""), mine, unit="tokens",
+                      completed=min(stats.rows, mine)) as bar:
             it = windows(cfg, stream, model, world)
             for j in itertools.count():
                 shard = list(itertools.islice(it, per_shard))
@@ -475,7 +478,7 @@ def extract(cfg: ExtractConfig, model=None, sae=None) -> dict:
                 if j % ranks != index or j in done:
                     continue
                 top, table, neurons = run_shard(enc, shard, j * per_shard, cfg.batch_size, tokenizer, decoded,
-                                                labels, cfg.dtype, lambda n: bar.advance(task, n))
+                                                labels, cfg.dtype, bar.advance)
                 if neurons is not None:
                     w.write_tensors(NEURONS.format(j), {"acts": neurons})
                 w.write_table(TOKENS.format(j), table)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from codec_cli import talk
 from codec_cli.artifacts import ArtifactWriter, check_not_an_input, check_output, open_artifact
 from codec_cli.errors import BadInput
 from codec_cli.sources.features import NEURONS, SHARD, TOKENS, Stats, shard_number
@@ -14,6 +15,7 @@ RANK_PARAMS = ("shard", "of", "out", "resume")
 """Extraction settings that may differ between the parts of one extraction."""
 
 
+@talk.reports
 def merge(parts: list[Path], out: Path) -> dict:
     """Join the parts of an extraction split over ranks into the artifact a single
     process would have written (the same files, attributes and fingerprint)."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from codec_cli import config
+from codec_cli import config, talk
 from codec_cli.config import SqueezeConfig, quantile
 from codec_cli.errors import BadInput, CodecError
 
@@ -173,7 +173,7 @@ def model_codec(art, cfg: SqueezeConfig) -> ModelCodec:
     if handle.fingerprint() != sae_attrs["fingerprint"]:
         raise BadInput(f"the SAE {handle.origin} is not the one these features were extracted with", hint=hint)
     trip = None
-    round_trip = getattr(world.spec.load(), "round_trip", None) if world is not None else None
+    round_trip = world.spec.load().round_trip if world is not None else None
     if round_trip is not None:
         trip = round_trip(world.model().to(cfg.device), art.attrs.get("hook"))
     stored = art.attrs.get("k")
@@ -259,6 +259,7 @@ def _finite(model) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
+@talk.reports
 def squeeze(cfg: SqueezeConfig) -> dict:
     """Train, evaluate and write `cfg.out`; returns the metrics."""
     import numpy as np
@@ -266,7 +267,7 @@ def squeeze(cfg: SqueezeConfig) -> dict:
 
     from codec_cli.nn import checkpoint as checkpoints
     from codec_cli.artifacts import ArtifactWriter, check_output, open_artifact
-    from codec_cli.console import err, info, progress
+    from codec_cli.talk import info, progress
     from codec_cli.sources.features import Batches
     from codec_cli.sources.models import check_device
     from codec_cli.nn.squeezer import Squeezer
@@ -320,9 +321,8 @@ def squeeze(cfg: SqueezeConfig) -> dict:
         # so that a resumed run writes the very curve an uninterrupted one would.
         running = state.extra.get("running", torch.zeros(cfg.restarts, dtype=torch.float64))
         seen = int(state.extra.get("seen", torch.zeros(())).item())
-        loud = not err.is_terminal  # no bar in a log: a line every tenth of the run instead
-        with progress("steps", also=("tokens", cfg.batch_size)) as bar:
-            task = bar.add_task("squeeze", total=steps, completed=first)
+        with progress("squeeze", steps, unit="steps", completed=first, per=("tokens", cfg.batch_size)) as bar:
+            loud = not bar.visible  # no bar to watch (a log, a notebook): a line every tenth of the run instead
             stream = batches.stream(first)
             for step in range(first, steps):
                 idx, val = next(stream)
@@ -344,7 +344,7 @@ def squeeze(cfg: SqueezeConfig) -> dict:
                     state.history.append({"step": step + 1, "lr": lr, "losses": (running / seen).tolist()})
                     running.zero_()
                     seen = 0
-                    bar.update(task, completed=step + 1, description=f"squeeze  loss {min(state.history[-1]['losses']):.4g}")
+                    bar.update(completed=step + 1, description=f"squeeze  loss {min(state.history[-1]['losses']):.4g}")
                 if loud and state.history and (step + 1) * 10 // steps != step * 10 // steps:
                     rate = (step + 1 - first) / max(time.perf_counter() - started, 1e-9)
                     info(f"squeeze: step {step + 1}/{steps}  {rate:,.1f} steps/s  {rate * cfg.batch_size:,.0f} tokens/s"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 
-from codec_cli import config
+from codec_cli import config, talk
 from codec_cli.artifacts import ArtifactWriter, check_output
 from codec_cli.config import SAERunConfig, SAETrainConfig
 from codec_cli.errors import BadInput
@@ -13,6 +13,7 @@ from codec_cli.nn.sae import save, train_on_source, width
 from codec_cli.sources import models
 
 
+@talk.reports
 def train_sae(cfg: SAERunConfig) -> dict:
     """Train into `cfg.out`, resumably; returns the SAE's metrics and where it went."""
     check_output(cfg.out, "sae")

@@ -20,27 +20,57 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol, runtime_checkable
 
-
-from codec_cli import config
+from codec_cli import config, talk
 from codec_cli.artifacts import Artifact, ArtifactWriter, open_artifact
 from codec_cli.errors import BadInput
 
 SHIPPED = Path(__file__).parent.parent / "data" / "worlds"
 
 
+@runtime_checkable
+class WorldModule(Protocol):
+    """What a world's module provides; `toy.py` and `themes.py` are the two there are.
+    Stages use nothing else of a world, so a new world is a module with these names."""
+
+    LANGUAGE: bool
+    """True when the model reads token ids (a language model), False when it reads vectors."""
+    Config: type
+    """The world's parameters (`-p KEY=VALUE`): a dataclass whose defaults build the shipped copy."""
+    round_trip: Callable | None
+    """`round_trip(model, hook)` -> a function through the model's own bottleneck from an SAE's
+    hook back to that hook, where the world has one (the toy's oracle SAE); else None."""
+
+    def build(self, cfg: Any, w: ArtifactWriter) -> None:
+        """Train the world from scratch and write it into `w` (model/, saes/, truth/, metrics.json)."""
+
+    def load_model(self, path: Path) -> Any:
+        """The model in `path` as a transformer-lens HookedRootModule."""
+
+    def inputs(self, cfg: Any, step: int, n: int) -> Any:
+        """The model's inputs at stream step `step`: `n` samples (vectors) or windows (token ids)."""
+
+    def labels(self, cfg: Any, x: Any) -> dict:
+        """Ground-truth columns for the token table of inputs `x` (one row per activation row)."""
+
+
 @dataclass(frozen=True)
 class WorldSpec:
-    """A built-in world: where its config, builder and model loader live (imported on use)."""
+    """A built-in world: its name, what it is, and the module that implements it (imported on use)."""
 
     name: str
     description: str
     module: str
-    """Module defining `Config`, `build(cfg, writer)` and `load_model(path)`."""
+    """A module that is a `WorldModule`."""
 
-    def load(self):
-        return importlib.import_module(self.module)
+    def load(self) -> WorldModule:
+        module = importlib.import_module(self.module)
+        if not isinstance(module, WorldModule):
+            missing = [n for n in ("LANGUAGE", "Config", "round_trip", "build", "load_model", "inputs", "labels")
+                       if not hasattr(module, n)]
+            raise TypeError(f"world module {self.module} lacks {', '.join(missing)} (see worlds.WorldModule)")
+        return module
 
 
 WORLDS = {
@@ -124,6 +154,7 @@ def open_world(name_or_path: str | Path) -> World:
     return World(open_artifact(locate(name_or_path), "world"))
 
 
+@talk.reports
 def build(name: str, out: Path, params: dict[str, str] | None = None) -> World:
     """Train world `name` from scratch into `out` (parameters as KEY=VALUE strings)."""
     module = spec(name).load()

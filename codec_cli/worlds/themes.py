@@ -358,6 +358,7 @@ _STREAM_SEED_OFFSET = 2_000_003
 _TIMINGS = ("tokens_per_s", "train_s", "wall_s")
 
 LANGUAGE = True
+round_trip = None  # no bottleneck of its own to pass an SAE's reconstruction through
 """The themes world's inputs are token sequences with BOS at position 0."""
 
 
@@ -411,12 +412,11 @@ def build(cfg: Config, w) -> None:
     """Train the language model and its SAE from scratch and write the world into writer `w`."""
     from codec_cli.sources import models
     from codec_cli.nn import sae as saes
-    from codec_cli.console import info, progress
+    from codec_cli.talk import info, progress
     from codec_cli.worlds.themes_corpus import ground_truth
 
-    with progress("steps") as bar:
-        task = bar.add_task("themes model", total=cfg.steps)
-        model, model_metrics = train_model(cfg, on_step=lambda step, loss: bar.update(task, completed=step))
+    with progress("themes model", cfg.steps, unit="steps") as bar:
+        model, model_metrics = train_model(cfg, on_step=lambda step, loss: bar.update(completed=step))
     info(f"model: eval loss {model_metrics['eval_loss']:.4f} vs entropy {model_metrics['entropy']:.4f} nats/token, "
          f"{model_metrics['tokens_per_s']:,.0f} tokens/s")
     save_model(model, w.path / "model")

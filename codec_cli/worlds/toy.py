@@ -400,15 +400,14 @@ def build(cfg: Config, w) -> None:
     """Train the toy model and its SAE from scratch and write the world into writer `w`."""
     from codec_cli import config as configs
     from codec_cli.nn import sae as saes
-    from codec_cli.console import progress
+    from codec_cli.talk import progress
     from codec_cli.sources.models import torch_threads
 
     # One thread, whatever the caller's: the same bytes on this machine every time (other CPUs
     # differ within docs/worlds.md's tolerances), and tiny matrices anyway.
     with torch_threads(1):
-        with progress("steps") as bar:
-            task = bar.add_task("toy model", total=cfg.steps)
-            model = train(cfg, on_step=lambda step, loss: bar.update(task, completed=step))
+        with progress("toy model", cfg.steps, unit="steps") as bar:
+            model = train(cfg, on_step=lambda step, loss: bar.update(completed=step))
         truth = ground_truth(model, cfg.n_samples, seed=cfg.seed + 1)
         np = {k: v.numpy() for k, v in truth.items()}
         w.write_tensors("model/weights.safetensors", {"W": np["W"], "b": np["b"]})
@@ -422,10 +421,9 @@ def build(cfg: Config, w) -> None:
         def batch(step: int) -> torch.Tensor:
             return model.hidden(inputs(cfg, step, sae_cfg.batch_size))
 
-        with progress("steps") as bar:
-            task = bar.add_task("toy SAE", total=sae_cfg.steps)
+        with progress("toy SAE", sae_cfg.steps, unit="steps") as bar:
             trained, _ = saes.train(sae_cfg, batch, cfg.n_hidden, {"hook_name": "hook_hidden", "model_name": "codec-toy"},
-                                    on_step=lambda step, row: bar.update(task, completed=step))
+                                    on_step=lambda step, row: bar.update(completed=step))
         saes.save(trained, w.path / "saes" / "trained")
         oracle = _oracle_sae(cfg.n_features)
         saes.save(oracle, w.path / "saes" / "oracle")
