@@ -59,7 +59,7 @@ def _json_ready(obj: Any) -> Any:
 
 def _write_result(w: ArtifactWriter, result: Any) -> dict:
     if not isinstance(result, Result):
-        raise TypeError(f"run() returned {type(result).__name__}, expected codec_cli.analysis.Result")
+        raise TypeError(f"run() returned {type(result).__name__}, expected codec_cli.plugin_api.Result")
     for name, table in result.tables.items():
         w.write_table(f"{name}.parquet", table)
     for name, fig in result.figures.items():
