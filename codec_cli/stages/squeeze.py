@@ -11,7 +11,6 @@ error over that of the model's own codec (docs/metrics.md).
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from codec_cli import config, talk
 from codec_cli.config import SqueezeConfig, quantile
 from codec_cli.errors import BadInput, CodecError
+from codec_cli.nn import schedule
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,12 +35,8 @@ CHUNK = 1024
 
 
 def learning_rate(cfg: SqueezeConfig, step: int, steps: int) -> float:
-    """The rate for step `step` (0-based) of `steps`: warm-up, then the decay to final_lr·lr."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(steps - 1 - cfg.warmup, 1)
-    shape = {"constant": 1.0, "linear": 1.0 - t, "cosine": 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))}[cfg.decay]
-    return cfg.lr * (1.0 if cfg.decay == "constant" else cfg.final_lr + (1.0 - cfg.final_lr) * shape)
+    """The rate for step `step` (0-based) of `steps`: warm-up, then the decay to final_lr·lr at the last step."""
+    return schedule.learning_rate(step, steps, peak=cfg.lr, warmup=cfg.warmup, decay=cfg.decay, final=cfg.final_lr)
 
 
 # --------------------------------------------------------------------------- inputs

@@ -63,6 +63,7 @@ from codec_cli.worlds.themes_corpus import (CYCLES, ThemesCorpusConfig, build_to
                               exact_corpus_entropy, ground_truth, load_tokenizer, save_tokenizer, token_batches,
                               token_logprobs, vocabulary)
 from codec_cli.errors import ArtifactError, BadInput
+from codec_cli.nn import schedule
 from codec_cli.sources.models import torch_threads
 
 # Held-out documents come from their own corpus seed, so they never overlap the
@@ -222,12 +223,10 @@ def _hold_circles(model: HookedTransformer, circles: tuple[torch.Tensor, torch.T
 
 
 def _lr_factor(cfg: ThemesModelConfig, step: int) -> float:
-    # A short smoke run (--steps 10) keeps the default warmup rather than being refused.
-    warmup = min(cfg.warmup, cfg.steps)
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, cfg.steps - warmup)
-    return 0.5 * (1 + math.cos(math.pi * progress))
+    # A short smoke run (--steps 10) keeps the default warmup rather than being refused,
+    # and reaches the peak at its last step. The cosine ends one step past the last, so
+    # that the last step still learns.
+    return schedule.learning_rate(step, cfg.steps, warmup=min(cfg.warmup, cfg.steps), decay="cosine", end=cfg.steps)
 
 
 def train_model(cfg: ThemesModelConfig = ThemesModelConfig(),
