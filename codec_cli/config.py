@@ -21,9 +21,9 @@ import typing
 from functools import cache
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from codec_cli.errors import BadInput
+from codec_cli.errors import BadInput, BadParameter
 
 
 def positional(**kwargs) -> Any:
@@ -88,6 +88,8 @@ def coerce(tp: Any, text: str) -> Any:
         if low in _FALSE:
             return False
         raise ValueError(f"expected true or false, got {text!r}")
+    if typing.get_origin(tp) is Literal:  # the choices are strings: keep the text if it is one of them
+        return text
     if tp in (int, float, str, Path):
         return tp(text)
     raise ValueError(f"cannot read a {tp!r} from the command line")
@@ -123,6 +125,8 @@ def fill(cls: type, pairs: dict[str, str], what: str = "parameter") -> Any:
         return cls(**values)
     except TypeError as e:  # a required field left out
         raise BadInput(f"{what}s incomplete: {e}") from None
+    except BadParameter as e:  # named as written: KEY of -p KEY=VALUE, not a flag
+        raise BadInput(f"{what} {e.name} {e.problem}", e.hint) from None
 
 
 def finite(values: dict[str, Any], flag: str) -> None:
@@ -149,10 +153,36 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return {f.name: plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
 
 
+# --------------------------------------------------------------------------- checks
+
+
+def choices(tp: Any) -> tuple | None:
+    """The allowed values of a `Literal[...]` field type (or an optional one); None otherwise."""
+    tp = _strip_optional(tp)
+    return typing.get_args(tp) if typing.get_origin(tp) is Literal else None
+
+
+def check(cfg: Any, positive: tuple[str, ...] = (), at_least_zero: tuple[str, ...] = ()) -> None:
+    """The checks every config needs: each `Literal` field holds one of its choices, each of
+    `positive` is above 0 and each of `at_least_zero` is not negative (None passes: unset).
+    Failures name the field (errors.BadParameter)."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        allowed = choices(hints[f.name])
+        value = getattr(cfg, f.name)
+        if allowed and value is not None and value not in allowed:
+            raise BadParameter(f.name, f"must be one of {', '.join(map(str, allowed))}, not {value!r}")
+    for name in positive:
+        value = getattr(cfg, name)
+        if value is not None and not value > 0:  # a count's least value is 1; a rate's is anything above 0
+            raise BadParameter(name, f"must be {'at least 1' if isinstance(value, int) else 'positive'}, got {value}")
+    for name in at_least_zero:
+        value = getattr(cfg, name)
+        if value is not None and not value >= 0:
+            raise BadParameter(name, f"must be at least 0, got {value}")
+
+
 # --------------------------------------------------------------------------- stage configs
-
-VALUE_DTYPES = ("float32", "float16")
-
 
 @dataclass(frozen=True)
 class ExtractConfig:
@@ -191,8 +221,8 @@ class ExtractConfig:
     """Features kept per token; default: the SAE's own k (TopK SAEs), else the least k that keeps --mass."""
     mass: float = 0.99
     """The share of activation mass the default k must keep, for SAEs that are not TopK."""
-    dtype: str = "float32"
-    """Storage type of the feature values: float32 or float16."""
+    dtype: Literal["float32", "float16"] = "float32"
+    """Storage type of the feature values."""
     shard_tokens: int = 32768
     """Rows per shard (rounded to whole windows); memory holds one shard."""
     shard: int | None = None
@@ -209,23 +239,17 @@ class ExtractConfig:
     """Carry on from the last whole shard of an interrupted run into the same --out."""
 
     def __post_init__(self):
-        for name in ("tokens", "batch_size", "shard_tokens"):
-            if getattr(self, name) <= 0:
-                raise BadInput(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.k is not None and self.k <= 0:
-            raise BadInput(f"--k must be positive, got {self.k}")
+        check(self, positive=("tokens", "batch_size", "shard_tokens", "k"))
         if self.context is not None and self.context < 1 + self.bos:
-            raise BadInput(f"--context must be at least {1 + self.bos}, got {self.context}")
+            raise BadParameter("context", f"must be at least {1 + self.bos}, got {self.context}")
         if not 0 < self.mass <= 1:
-            raise BadInput(f"--mass must be in (0, 1], got {self.mass}")
-        if self.dtype not in VALUE_DTYPES:
-            raise BadInput(f"--dtype must be one of {', '.join(VALUE_DTYPES)}, not {self.dtype!r}")
+            raise BadParameter("mass", f"must be in (0, 1], got {self.mass}")
         if self.corpus and self.dataset:
-            raise BadInput("give --corpus files or a --dataset, not both")
+            raise BadParameter(("corpus", "dataset"), "are two kinds of corpus: give one")
         if (self.shard is None) != (self.of is None):
-            raise BadInput("--shard and --of go together", hint="e.g. --shard 0 --of 4")
+            raise BadParameter(("shard", "of"), "go together (this rank, of how many)", hint="e.g. --shard 0 --of 4")
         if self.of is not None and not 0 <= self.shard < self.of:
-            raise BadInput(f"--shard must be in [0, {self.of}), got {self.shard}")
+            raise BadParameter("shard", f"must be in [0, {self.of}), got {self.shard}")
 
     @property
     def reads_files(self) -> bool:
@@ -241,10 +265,6 @@ class MergeConfig:
     """Output directory: the joined features artifact."""
 
 
-DECAYS = ("constant", "linear", "cosine")
-DTYPES = ("float32", "bfloat16")
-
-
 @dataclass(frozen=True)
 class SqueezeConfig:
     features: Path = positional()
@@ -253,7 +273,7 @@ class SqueezeConfig:
     """Synthetic neurons M: the width of the bottleneck."""
     k: int = 64
     """Top-k input sparsity: each token keeps its k largest features (at most the extracted k are there)."""
-    neuron_act: str = "linear"
+    neuron_act: Literal["linear", "relu"] = "linear"
     """The neurons: linear (h = W_enc x + b_enc, the toy model) or relu (neuron-like, for `codec compare`)."""
     tied: bool = True
     """Tie the decoder to the encoder (W_dec = W_encᵀ, the toy model); --no-tied trains both."""
@@ -275,8 +295,8 @@ class SqueezeConfig:
     """AdamW weight decay (PyTorch's default, as in the toy-model paper)."""
     warmup: int = 100
     """Steps of linear learning-rate warm-up from zero."""
-    decay: str = "cosine"
-    """Learning-rate decay after the warm-up: constant, linear or cosine."""
+    decay: Literal["constant", "linear", "cosine"] = "cosine"
+    """Learning-rate decay after the warm-up."""
     final_lr: float = 0.1
     """The learning rate at the last step, as a fraction of --lr (linear and cosine decay)."""
     restarts: int = 1
@@ -298,8 +318,8 @@ class SqueezeConfig:
     """The SAE's id within a sae-lens release, with --sae."""
     device: str = "cpu"
     """Where to train: cpu, cuda, cuda:1, …"""
-    dtype: str = "float32"
-    """The decoder's matrix-multiply precision: float32, or bfloat16 (for GPUs; weights stay float32)."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """The decoder's matrix-multiply precision; bfloat16 is for GPUs (weights stay float32)."""
     checkpoint_every: int = 1000
     """Save a resumable checkpoint every this many steps (0: never)."""
     out: Path = Path("squeezer")
@@ -308,19 +328,8 @@ class SqueezeConfig:
     """Carry on from the last checkpoint of an interrupted run into the same --out."""
 
     def __post_init__(self):
-        for name in ("m", "k", "batch_size", "epochs", "restarts", "eval_rows", "buffer_rows"):
-            if getattr(self, name) < 1:
-                raise BadInput(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.steps is not None and self.steps < 1:
-            raise BadInput(f"--steps must be at least 1, got {self.steps}")
-        for name in ("lr", "weight_decay", "final_lr", "represented", "warmup", "checkpoint_every"):
-            if getattr(self, name) < 0 or (name == "lr" and self.lr == 0):
-                raise BadInput(f"--{name.replace('_', '-')} must be {'positive' if name == 'lr' else 'at least 0'}, "
-                               f"got {getattr(self, name)}")
-        for name, allowed in (("neuron_act", ("linear", "relu")), ("decay", DECAYS), ("dtype", DTYPES)):
-            if getattr(self, name) not in allowed:
-                raise BadInput(f"--{name.replace('_', '-')} must be one of {', '.join(allowed)}, "
-                               f"not {getattr(self, name)!r}")
+        check(self, positive=("m", "k", "batch_size", "steps", "epochs", "restarts", "eval_rows", "buffer_rows", "lr"),
+              at_least_zero=("weight_decay", "final_lr", "represented", "warmup", "checkpoint_every"))
         quantile(self.rescale)
 
 
@@ -333,7 +342,7 @@ def quantile(rescale: str) -> float | None:
     except ValueError:
         q = math.nan
     if not 0 < q <= 1:
-        raise BadInput(f"--rescale must be none, max or a percentile such as p99, not {rescale!r}")
+        raise BadParameter("rescale", f"must be none, max or a percentile such as p99, not {rescale!r}")
     return q
 
 
@@ -350,12 +359,9 @@ class AnalyzeConfig:
     """A plugin parameter, KEY=VALUE for every plugin that has KEY, or PLUGIN.KEY=VALUE (repeatable)."""
 
 
-ARCHITECTURES = ("topk", "relu")
-
-
 @dataclass(frozen=True)
 class SAETrainConfig:
-    architecture: str = "topk"
+    architecture: Literal["topk", "relu"] = "topk"
     """topk (exactly k active features per token) or relu (ReLU with an L1 penalty)."""
     expansion_factor: float = 2.0
     """SAE width as a multiple of the activation width: d_sae = round(factor × d_in)."""
@@ -377,13 +383,8 @@ class SAETrainConfig:
     """Save a resumable checkpoint every this many steps (0: never)."""
 
     def __post_init__(self):
-        if self.architecture not in ARCHITECTURES:
-            raise BadInput(f"--architecture must be one of {', '.join(ARCHITECTURES)}, not {self.architecture!r}")
-        for name in ("expansion_factor", "lr", "batch_size", "steps", "dead_window"):
-            if getattr(self, name) <= 0:
-                raise BadInput(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.k <= 0 or self.l1_coefficient < 0 or self.checkpoint_every < 0:
-            raise BadInput("--k must be positive, --l1-coefficient and --checkpoint-every not negative")
+        check(self, positive=("expansion_factor", "lr", "batch_size", "steps", "dead_window", "k"),
+              at_least_zero=("l1_coefficient", "checkpoint_every"))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,26 @@ class BadInput(CodecError):
     exit_code = 2
 
 
+class BadParameter(BadInput):
+    """A config field with a value it cannot take (or fields that do not go together).
+    Named as the field in Python (`batch_size must be positive, got 0`) and as its flag
+    on the command line (`--batch-size must be positive, got 0`), so each reader sees the
+    name they typed."""
+
+    def __init__(self, name: str | tuple[str, ...], problem: str, hint: str | None = None):
+        self.names = (name,) if isinstance(name, str) else tuple(name)
+        self.problem = problem
+        super().__init__(f"{' and '.join(self.names)} {problem}", hint)
+
+    @property
+    def name(self) -> str:
+        return " and ".join(self.names)
+
+    @property
+    def flag(self) -> str:
+        return " and ".join(f"--{n.replace('_', '-')}" for n in self.names) + f" {self.problem}"
+
+
 class ArtifactError(BadInput):
     """An artifact that is missing, damaged, foreign or of the wrong kind."""
 

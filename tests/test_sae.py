@@ -86,13 +86,16 @@ def test_evaluate_known_answers():
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"architecture": "jumprelu"}, "--architecture must be one of"),
-    ({"steps": 0}, "--steps must be positive"),
-    ({"k": 0}, "--k must be positive"),
+    ({"architecture": "jumprelu"}, "architecture must be one of topk, relu, not 'jumprelu'"),
+    ({"steps": 0}, "steps must be at least 1, got 0"),
+    ({"k": 0}, "k must be at least 1, got 0"),
+    ({"lr": 0.0}, "lr must be positive, got 0.0"),
 ])
 def test_bad_config(kw, message):
-    with pytest.raises(BadInput, match=message):
+    """From Python a bad value is named as the field, not as a flag (the CLI shows the flag)."""
+    with pytest.raises(BadInput, match=f"^{message}") as e:
         SAETrainConfig(**kw)
+    assert "--" not in str(e.value)
 
 
 def test_k_wider_than_sae():

@@ -29,7 +29,7 @@ from codec_cli.cli import options
 from codec_cli import talk
 from codec_cli.cli import console
 from codec_cli.cli.console import err, settings
-from codec_cli.errors import CodecError
+from codec_cli.errors import BadParameter, CodecError
 
 DEBUG_HINT = "set CODEC_DEBUG=1 for the full traceback"
 
@@ -169,6 +169,8 @@ def _out_of_memory(e: BaseException) -> str | None:
 
 def _describe(e: BaseException) -> tuple[str, str | None, int] | None:
     """(message, hint, exit code) for the failures codec can name without a traceback."""
+    if isinstance(e, BadParameter):  # a config field, named as the flag that sets it
+        return e.flag, e.hint, e.exit_code
     if isinstance(e, CodecError):
         return str(e), e.hint, e.exit_code
     if isinstance(e, KeyboardInterrupt):

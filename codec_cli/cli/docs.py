@@ -22,16 +22,23 @@ def commands(group=None, prefix: tuple[str, ...] = ()) -> list[list[str]]:
 
 
 def render() -> str:
-    runner = CliRunner()
-    parts = ["# codec command-line reference", "",
-             "Generated from `--help` by `make docs`; a test fails when it is stale.", ""]
-    for argv in commands():
-        title = " ".join(["codec", *argv])
-        text = runner.invoke(app, [*argv, "--help"], env=ENV, prog_name="codec").stdout
-        lines = [ln.rstrip() for ln in text.strip("\n").splitlines()]
-        parts += [f"## `{title}`", "", "```", *lines, "```", ""]
-    return "\n".join(parts)
+    import typer.rich_utils
 
+    # Typer reads TERMINAL_WIDTH once, when its help formatter is first imported: pin the
+    # width while rendering, or a page made after some other --help would wrap differently.
+    width, typer.rich_utils.MAX_WIDTH = typer.rich_utils.MAX_WIDTH, int(ENV["TERMINAL_WIDTH"])
+    try:
+        runner = CliRunner()
+        parts = ["# codec command-line reference", "",
+                 "Generated from `--help` by `make docs`; a test fails when it is stale.", ""]
+        for argv in commands():
+            title = " ".join(["codec", *argv])
+            text = runner.invoke(app, [*argv, "--help"], env=ENV, prog_name="codec").stdout
+            lines = [ln.rstrip() for ln in text.strip("\n").splitlines()]
+            parts += [f"## `{title}`", "", "```", *lines, "```", ""]
+    finally:
+        typer.rich_utils.MAX_WIDTH = width
+    return "\n".join(parts)
 
 if __name__ == "__main__":
     print(render(), end="")

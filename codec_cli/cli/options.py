@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from codec_cli.config import field_docs, finite
+from codec_cli.config import choices, field_docs, finite
 
 
 def signature(cls: type) -> list[inspect.Parameter]:
@@ -34,19 +34,25 @@ def signature(cls: type) -> list[inspect.Parameter]:
             # so the default lives in one place; help shows it.
             value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             default = value if isinstance(value, (bool, int, float, str, Path)) else None
+        tp, allowed = hints[f.name], choices(hints[f.name])
+        # Choices are shown as such, but handed over as text: the config checks them, so a
+        # wrong one gets the same one line from the CLI as from Python.
+        extra = {"metavar": "[" + "|".join(map(str, allowed)) + "]"} if allowed else {}
+        if allowed:
+            tp = str | None if type(None) in typing.get_args(tp) else str
         if f.metadata.get("positional"):
-            info = typer.Argument(help=help_, show_default=has_default)
+            info = typer.Argument(help=help_, show_default=has_default, **extra)
         else:
             flag = "--" + f.name.replace("_", "-")
-            if hints[f.name] is bool and f.default is True:  # on by default: it needs an off switch
+            if tp is bool and f.default is True:  # on by default: it needs an off switch
                 flag = f"{flag}/--no-{f.name.replace('_', '-')}"
             flags = [flag, *f.metadata.get("short", ())]
-            info = typer.Option(*flags, help=help_)
+            info = typer.Option(*flags, help=help_, **extra)
         params.append(
             inspect.Parameter(
                 f.name,
                 inspect.Parameter.KEYWORD_ONLY,
-                annotation=typing.Annotated[hints[f.name], info],
+                annotation=typing.Annotated[tp, info],
                 default=default,
             )
         )
