@@ -19,6 +19,7 @@ import ctypes
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -52,9 +53,30 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def json_ready(obj: Any) -> Any:
+    """Any result as strict JSON data, the one way codec does it everywhere (manifests,
+    summaries, configs, --json): NaN and infinities as null (unknown, docs/artifacts.md),
+    paths as strings, tuples as lists, keys as strings, numpy scalars as Python numbers."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy and torch scalars
+        return json_ready(obj.item())
+    return obj
+
+
 def canonical_json(obj: Any) -> bytes:
-    """The one JSON spelling codec writes: sorted keys, two-space indent, final newline."""
-    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n").encode()
+    """The one JSON spelling codec writes: `json_ready` data, sorted keys, two-space
+    indent, final newline."""
+    return (json.dumps(json_ready(obj), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+            + "\n").encode()
 
 
 def content_fingerprint(kind: str, schema_version: int, attrs: dict, files: dict) -> str:

@@ -140,17 +140,9 @@ def finite(values: dict[str, Any], flag: str) -> None:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A config as JSON-ready data (paths as strings), for manifests and --json."""
+    from codec_cli.artifacts import json_ready
 
-    def plain(v):
-        if isinstance(v, Path):
-            return str(v)
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {str(k): plain(x) for k, x in v.items()}
-        return v
-
-    return {f.name: plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    return json_ready({f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)})
 
 
 # --------------------------------------------------------------------------- checks

@@ -363,3 +363,20 @@ def test_merge_refuses_to_write_over_one_of_its_parts(tmp_path):
         merge(parts, parts[0])
     assert (parts[0] / MANIFEST).read_bytes() == before
     assert merge(parts, tmp_path / "whole")["rows"] == 6
+
+
+def test_one_json_normaliser_for_manifests_summaries_configs_and_json_output(tmp_path):
+    from pathlib import Path
+
+    from codec_cli.artifacts import canonical_json, json_ready
+
+    data = {"nan": float("nan"), "inf": float("-inf"), "path": Path("a/b"), "pair": (1, 2), 3: np.float32(0.5),
+            "n": np.int64(7), "ok": True, "none": None}
+    assert json_ready(data) == {"nan": None, "inf": None, "path": "a/b", "pair": [1, 2], "3": 0.5, "n": 7,
+                                "ok": True, "none": None}
+    assert json.loads(canonical_json(data)) == json_ready(data)  # strict JSON: no NaN token
+    with ArtifactWriter(tmp_path / "a", "analysis", command="t", params={"x": float("nan")},
+                        attrs={"score": float("inf")}) as w:
+        w.write_json("summary.json", {"fvu": float("nan")})
+    a = open_artifact(tmp_path / "a")
+    assert a.manifest["params"] == {"x": None} and a.attrs == {"score": None} and a.json("summary.json") == {"fvu": None}

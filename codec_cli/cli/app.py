@@ -223,7 +223,9 @@ def render_metrics(metrics: dict, indent: str = "") -> str:
 
 
 def emit(reply: Reply, as_json: bool) -> None:
-    text = json.dumps(reply.data, indent=2, sort_keys=True) if as_json else reply.text
+    from codec_cli.artifacts import json_ready  # not for --help, which emits nothing
+
+    text = json.dumps(json_ready(reply.data), indent=2, sort_keys=True) if as_json else reply.text
     try:
         if text:
             print(text)

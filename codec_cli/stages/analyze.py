@@ -10,7 +10,6 @@ run is reported by name and package and leaves no output; the others still run.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import traceback
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 from codec_cli import config, registry
 from codec_cli.plugin_api import Context, NoParams, Result
-from codec_cli.artifacts import ArtifactWriter, check_lineage, check_output, open_artifact
+from codec_cli.artifacts import ArtifactWriter, check_lineage, check_output, json_ready, open_artifact
 from codec_cli import talk
 from codec_cli.talk import info
 from codec_cli.errors import BadInput, CodecError, PluginError
@@ -44,19 +43,6 @@ def _split_params(pairs: list[str], plugins: dict[str, Any]) -> dict[str, dict[s
     return routed
 
 
-def _json_ready(obj: Any) -> Any:
-    """Summaries become strict JSON: NaN and infinities are written as null."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
-        return _json_ready(obj.item())
-    return obj
-
-
 def _write_result(w: ArtifactWriter, result: Any) -> dict:
     if not isinstance(result, Result):
         raise TypeError(f"run() returned {type(result).__name__}, expected codec_cli.plugin_api.Result")
@@ -69,7 +55,7 @@ def _write_result(w: ArtifactWriter, result: Any) -> dict:
             w.write_bytes(name, bytes(fig))
         else:  # a matplotlib Figure; no timestamp in the PNG keeps re-runs byte-identical
             fig.savefig(w.path / f"{name}.png", format="png", dpi=120, metadata={"Software": None})
-    summary = _json_ready(result.summary)
+    summary = json_ready(result.summary)
     w.write_json("summary.json", summary)
     return summary
 
