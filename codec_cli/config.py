@@ -33,17 +33,36 @@ def positional(**kwargs) -> Any:
 
 
 @cache
+def _top_level_classes(module_name: str) -> dict[str, ast.ClassDef]:
+    """A module's classes as parsed source, the module read and parsed once: the CLI asks
+    for every config's field docs at start-up, and a parse per class is most of its cost."""
+    import sys
+
+    try:
+        tree = ast.parse(inspect.getsource(sys.modules[module_name]))
+    except (KeyError, OSError, TypeError):
+        return {}
+    return {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+
+
+def _class_body(klass: type) -> list[ast.stmt]:
+    node = _top_level_classes(klass.__module__).get(klass.__qualname__)
+    if node is not None:
+        return node.body
+    try:  # a class defined inside a function (tests do that)
+        return ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+    except (OSError, TypeError):
+        return []
+
+
+@cache
 def field_docs(cls: type) -> dict[str, str]:
     """The docstring written under each field of a dataclass, by field name."""
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if not dataclasses.is_dataclass(klass):
             continue
-        try:
-            source = textwrap.dedent(inspect.getsource(klass))
-        except (OSError, TypeError):
-            continue
-        body = ast.parse(source).body[0].body
+        body = _class_body(klass)
         for node, after in zip(body, body[1:]):
             if (
                 isinstance(node, ast.AnnAssign)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from codec_cli.cli.app import Reply, command
 from codec_cli.config import AnalyzeConfig
-from codec_cli.cli.console import err
+from codec_cli.cli import console
 
 
 def render(report: dict[str, dict]) -> str:
@@ -26,5 +26,5 @@ def analyze_command(cfg: AnalyzeConfig) -> Reply:
     report = analyze(cfg.inputs, cfg.out, cfg.plugin or None, cfg.param)
     failed = [n for n, r in report.items() if r["status"] != "ok"]
     for n in failed:
-        err.print(f"Error: {report[n]['error']}", markup=False, style="red")
+        console.err.print(f"Error: {report[n]['error']}", markup=False, style="red")
     return Reply(report, render(report), code=1 if failed else 0)

@@ -28,7 +28,7 @@ from codec_cli import __version__
 from codec_cli.cli import options
 from codec_cli import talk
 from codec_cli.cli import console
-from codec_cli.cli.console import err, settings
+from codec_cli.cli.console import settings
 from codec_cli.errors import BadParameter, CodecError
 
 DEBUG_HINT = "set CODEC_DEBUG=1 for the full traceback"
@@ -53,10 +53,10 @@ def _one_line_usage_errors():
         if type(e).__name__ == "NoArgsIsHelpError":  # it has shown the help already
             raise
         message = " ".join(e.format_message().split())
-        err.print(f"Error: {message}", markup=False, style="red")
+        console.err.print(f"Error: {message}", markup=False, style="red")
         ctx = getattr(e, "ctx", None)
         if ctx is not None and ctx.command.get_help_option(ctx) is not None:
-            err.print(f"Hint: try '{ctx.command_path} {ctx.help_option_names[0]}'", markup=False)
+            console.err.print(f"Hint: try '{ctx.command_path} {ctx.help_option_names[0]}'", markup=False)
         raise typer.Exit(e.exit_code) from None
 
 
@@ -88,6 +88,7 @@ app = typer.Typer(
     help="Test the Neural Codec hypothesis: extract SAE features, squeeze them into "
     "synthetic neurons, and analyse how they were packed.",
     cls=CodecGroup,
+    rich_markup_mode=None,
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -96,7 +97,7 @@ app = typer.Typer(
 
 def group(name: str, help: str, panel: str) -> typer.Typer:
     """A command group (`codec world …`) that formats help and errors as `app` does."""
-    sub = typer.Typer(help=help, cls=CodecGroup, no_args_is_help=True)
+    sub = typer.Typer(help=help, cls=CodecGroup, rich_markup_mode=None, no_args_is_help=True)
     app.add_typer(sub, name=name, rich_help_panel=panel)
     return sub
 
@@ -191,20 +192,20 @@ def _describe(e: BaseException) -> tuple[str, str | None, int] | None:
 def fail(e: BaseException) -> typer.Exit:
     """Report an exception in one line (plus a hint) and return the Exit to raise."""
     if os.environ.get("CODEC_DEBUG"):
-        err.print_exception()
+        console.err.print_exception()
     if isinstance(e, BrokenPipeError):  # the reader left (`codec … | head`): exit quietly, as Unix tools do
         _silence_stdout()
         return typer.Exit(1)
     known = _describe(e)
     if known is not None:
         message, hint, code = known
-        err.print(f"Error: {message}", markup=False, style="red")
+        console.err.print(f"Error: {message}", markup=False, style="red")
         if hint:
-            err.print(f"Hint: {hint}", markup=False)
+            console.err.print(f"Hint: {hint}", markup=False)
         return typer.Exit(code)
-    err.print(f"Error: unexpected {type(e).__name__}: {e}", markup=False, style="red")
+    console.err.print(f"Error: unexpected {type(e).__name__}: {e}", markup=False, style="red")
     if not os.environ.get("CODEC_DEBUG"):
-        err.print(f"Hint: {DEBUG_HINT}", markup=False)
+        console.err.print(f"Hint: {DEBUG_HINT}", markup=False)
     return typer.Exit(1)
 
 

@@ -11,20 +11,23 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
+_console = None
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+def _err():
+    """The rich Console on stderr, made on first use: `codec --help` prints through none."""
+    global _console
+    if _console is None:
+        from rich.console import Console
+
+        _console = Console(stderr=True, highlight=False, soft_wrap=True)
+    return _console
+
+
+def __getattr__(name: str):
+    if name == "err":  # `console.err`, as if it were a plain module attribute
+        return _err()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _Settings:
@@ -38,26 +41,13 @@ settings = _Settings()
 def info(message: str) -> None:
     """A progress or status message for a person; silenced by --quiet."""
     if not settings.quiet:
-        err.print(message, markup=False)
-
-
-class RateColumn(ProgressColumn):
-    """Shows the smoothed rate in the caller's unit (tokens/s, steps/s)."""
-
-    def __init__(self, unit: str, per: float = 1.0):
-        super().__init__()
-        self.unit, self.per = unit, per
-
-    def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        shown = "?" if speed is None else f"{speed * self.per:,.1f}"
-        return Text(f"{shown} {self.unit}/s", style="progress.data.speed")
+        _err().print(message, markup=False)
 
 
 class _Task:
     """One rich task, seen through codec_cli.talk's Bar."""
 
-    def __init__(self, bar: Progress, task, visible: bool):
+    def __init__(self, bar, task, visible: bool):
         self._bar, self._task, self.visible = bar, task, visible
 
     def advance(self, n: int = 1) -> None:
@@ -73,6 +63,24 @@ def bar(description: str, total: int | None, *, unit: str = "it", completed: int
         per: tuple[str, float] | None = None) -> Iterator[_Task]:
     """A transient progress bar with a rate, e.g. `unit="steps", per=("tokens", 1024)` shows
     steps/s and tokens/s; shown only on a terminal and without --quiet."""
+    # rich.progress is imported here, not at start-up: `codec --help` draws no bar.
+    from rich.text import Text
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn,
+                               TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+
+    class RateColumn(ProgressColumn):
+        """The smoothed rate in the caller's unit (tokens/s, steps/s)."""
+
+        def __init__(self, unit: str, per: float = 1.0):
+            super().__init__()
+            self.unit, self.per = unit, per
+
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            shown = "?" if speed is None else f"{speed * self.per:,.1f}"
+            return Text(f"{shown} {self.unit}/s", style="progress.data.speed")
+
+    err = _err()
     visible = not settings.quiet and err.is_terminal
     with Progress(
         TextColumn("{task.description}"),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from codec_cli import registry
 from codec_cli.cli.app import Reply, command
-from codec_cli.errors import CodecError
 
 
 def plugin_list() -> list[dict]:
     """One record per plugin: metadata, plus what loading it says (API version, status)."""
+    from codec_cli import registry  # reads entry points: not for `codec --help`
+    from codec_cli.errors import CodecError
+
     rows = []
     for info in registry.discover():
         row = {"name": info.name, "package": info.package, "version": info.version,
@@ -24,6 +25,8 @@ def plugin_list() -> list[dict]:
 
 
 def render(rows: list[dict]) -> str:
+    from codec_cli import registry
+
     if not rows:
         if registry.allowed_names() is not None:
             return "No analysis plugins loaded: CODEC_LOAD_PLUGINS is empty (unset it to load all)."
