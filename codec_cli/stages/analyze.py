@@ -61,9 +61,12 @@ def _write_result(w: ArtifactWriter, result: Any) -> dict:
 
 
 @talk.reports
-def analyze(inputs: list[Path], out: Path, plugins: list[str] | None = None,
+def analyze(inputs: list[str | Path], out: str | Path, plugins: list[str] | None = None,
             params: list[str] | None = None) -> dict[str, dict]:
-    """Run plugins on artifacts; returns, per plugin, its status, output path and summary."""
+    """Run plugins on artifacts; returns, per plugin, its status, output path and summary.
+    `plugins` are names (default: every one whose inputs are given), `params` KEY=VALUE
+    strings as `-p` takes them."""
+    out = Path(out)
     if not inputs:
         raise BadInput("no input artifacts given", hint="e.g. codec analyze squeezer/ features/ --out analysis/")
     arts = [open_artifact(p) for p in inputs]
