@@ -1,1 +1,1 @@
-"""The networks codec trains: the Squeezer, the SAE trainer, and resumable checkpoints."""
+"""The networks codec trains: the Squeezer, the SAE trainer, resumable checkpoints and the learning-rate schedule."""

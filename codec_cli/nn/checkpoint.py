@@ -14,12 +14,12 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from codec_cli.errors import BadInput
-
-if TYPE_CHECKING:
-    import torch
 
 FILE = "state.safetensors"
 
@@ -36,8 +36,6 @@ class State:
 
 def digest(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> str:
     """sha256 over the metadata and every tensor's name, dtype, shape and bytes."""
-    import torch
-
     h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
@@ -47,9 +45,6 @@ def digest(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> str:
 
 
 def save(path: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, state: State, run: dict) -> None:
-    import torch
-    from safetensors.torch import save_file
-
     tensors = {f"model.{k}": v.detach().cpu().clone() for k, v in module.state_dict().items()}
     opt_state = opt.state_dict()
     for i, values in opt_state["state"].items():
@@ -66,16 +61,12 @@ def save(path: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, state:
 
 def load(path: Path, module: torch.nn.Module, opt: torch.optim.Optimizer, run: dict) -> State | None:
     """Restore `module` and `opt` from the checkpoint in `path`; None when there is none."""
-    from safetensors.torch import load_file
-
     file = path / FILE
     if not file.is_file():
         return None
     damaged = BadInput(f"cannot resume: {file} is damaged or truncated",
                        hint="drop --resume to start afresh")
     try:
-        from safetensors import safe_open
-
         with safe_open(file, framework="pt") as f:
             meta = dict(f.metadata() or {})
         tensors = load_file(file)

@@ -15,15 +15,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
+import torch
 
+from codec_cli import config, talk
 from codec_cli.config import SAETrainConfig
 from codec_cli.errors import BadInput, CodecError
+from codec_cli.nn import checkpoint as checkpoints
+from codec_cli.sources import models
 
-if TYPE_CHECKING:  # torch is imported inside the functions: `codec --help` must not pay for it
-    import torch
+# sae-lens is imported by the functions that make an SAE, not here: the worlds import this
+# module for `width`, to check their parameters, and that should not cost sae-lens's import
+# (a second on top of transformer-lens's, several without it).
+
 
 def width(cfg: SAETrainConfig, d_in: int) -> int:
     """The SAE's number of latents for inputs of width d_in; refuses a k wider than that."""
@@ -46,8 +53,6 @@ def training_bytes(d_in: int, d_sae: int) -> int:
 
 
 def physical_memory() -> int | None:
-    import os
-
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # not on this platform: let the allocator say
@@ -56,7 +61,6 @@ def physical_memory() -> int | None:
 
 def make_sae(cfg: SAETrainConfig, d_in: int, metadata: dict | None = None):
     """A fresh sae-lens training SAE; `metadata` (hook_name, model_name, …) travels into cfg.json."""
-    import torch
     from sae_lens.saes.sae import SAEMetadata
     from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
@@ -77,11 +81,7 @@ def train(cfg: SAETrainConfig, batch: Callable[[int], torch.Tensor], d_in: int, 
 
     Returns (sae, history), history being one dict of losses every 50 steps.
     """
-    import torch
     from sae_lens.saes.sae import TrainStepInput
-
-    from codec_cli.nn import checkpoint as checkpoints
-    from codec_cli import config
 
     run = {k: v for k, v in config.to_dict(cfg).items() if k not in ("steps", "checkpoint_every")}
     run |= {"d_in": d_in, "metadata": metadata or {}}
@@ -128,8 +128,6 @@ def save(sae, path: Path) -> None:
 
 def evaluate(sae, x: torch.Tensor) -> dict[str, float]:
     """L0, FVU and dead fraction of `sae` on activations `x` [n, d_in]."""
-    import torch
-
     with torch.no_grad():
         acts = sae.encode(x)
         recon = sae.decode(acts)
@@ -147,8 +145,6 @@ def evaluate(sae, x: torch.Tensor) -> dict[str, float]:
 def ce_loss_recovered(model, sae, hook: str, tokens: torch.Tensor) -> dict[str, float]:
     """How much of the language-modelling loss survives splicing the SAE in at `hook`:
     (CE_zero − CE_sae) / (CE_zero − CE_clean), 1 = no loss, 0 = as bad as zeroing it."""
-    import torch
-
     def splice(acts, hook=None):
         return sae.decode(sae.encode(acts)).to(acts.dtype)
 
@@ -166,9 +162,6 @@ def ce_loss_recovered(model, sae, hook: str, tokens: torch.Tensor) -> dict[str, 
 def train_on_source(cfg: SAETrainConfig, src, hook: str, checkpoint: Path | None = None, context: int | None = None):
     """Train on a `models.Source` at `hook`, showing progress (codec_cli.talk), then measure on held-out
     data (and, for language models, the CE loss recovered). Returns (sae, history, metrics)."""
-    from codec_cli import talk
-    from codec_cli.sources import models
-
     probe = models.activations(src, hook, 0, 1)
     per_step = math.ceil(cfg.batch_size / probe.shape[0]) if src.language else cfg.batch_size
     meta = {"hook_name": hook, "model_name": src.name, "prepend_bos": src.language,

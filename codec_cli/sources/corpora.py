@@ -17,10 +17,14 @@ A hub dataset (`hub_documents`) is read as a stream, never downloaded whole.
 
 from __future__ import annotations
 
+import glob
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+import polars as pl
+import torch
 
 from codec_cli.errors import BadInput
 
@@ -32,8 +36,6 @@ def corpus_files(paths: list[Path | str]) -> list[Path]:
     corpus files (those of a suffix codec reads, sorted by name, not its subdirectories)
     and a glob pattern's matches (sorted; `**` reaches into subdirectories). Fails in
     one line on a path that is not there or a directory or pattern that holds nothing."""
-    import glob
-
     readable = TEXT_SUFFIXES | {".jsonl", ".parquet"}
     kinds = ", ".join(sorted(readable))
     out: list[Path] = []
@@ -87,8 +89,6 @@ def _read(path: Path, suffix: str, column: str) -> Iterator[str]:
                     raise BadInput(f"{path}:{n}: no text field {column!r}", hint="choose it with --column")
                 yield row[column]
     elif suffix == ".parquet":
-        import polars as pl
-
         try:
             frame = pl.read_parquet(path, columns=[column])
         except Exception as e:  # polars names the problem: a missing column, a damaged file
@@ -102,8 +102,6 @@ def _read(path: Path, suffix: str, column: str) -> Iterator[str]:
 
 def token_windows(tokenizer, documents: Iterator[str], n_ctx: int, max_windows: int | None = None):
     """Pack documents into int64 windows [N, n_ctx], each BOS + n_ctx−1 tokens."""
-    import torch
-
     if n_ctx < 2:
         raise BadInput(f"--context must be at least 2, got {n_ctx}")
     bos = tokenizer.bos_token_id
@@ -155,7 +153,7 @@ def context_windows(tokenizer, documents: Iterator[str], n_ctx: int, bos: bool =
 def hub_documents(name: str, column: str = "text", split: str = "train") -> Iterator[str]:
     """The documents of a Hugging Face dataset (a hub name or a local dataset directory),
     streamed in order."""
-    import datasets
+    import datasets  # a second or more to import, for --dataset alone; corpora on disk need none of it
 
     try:
         rows = datasets.load_dataset(name, split=split, streaming=True)

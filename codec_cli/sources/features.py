@@ -14,12 +14,16 @@ j with j mod n == i, so joining the parts (`merge`) is a union of files.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
-if TYPE_CHECKING:
-    import numpy as np
+import numpy as np
+from safetensors import safe_open
+
+from codec_cli.artifacts import _parse
+from codec_cli.errors import BadInput
 
 SHARD = "shards/{:05d}.safetensors"
 TOKENS = "tokens/{:05d}.parquet"
@@ -47,16 +51,12 @@ class Stats:
     peak: np.ndarray = field(init=False)
 
     def __post_init__(self):
-        import numpy as np
-
         self.count = np.zeros(self.d_sae, np.int64)
         self.total = np.zeros(self.d_sae, np.float64)
         self.peak = np.zeros(self.d_sae, np.float32)
 
     def add(self, tensors: dict[str, np.ndarray], nbytes: int = 0) -> None:
         """Fold in one shard: `indices`, `values` and, when present, `l0` and `mass`."""
-        import numpy as np
-
         idx, val = tensors["indices"].ravel(), tensors["values"].ravel().astype(np.float32)
         used = idx >= 0
         idx, val = idx[used], val[used]
@@ -74,8 +74,6 @@ class Stats:
 
     def table(self) -> dict[str, np.ndarray]:
         """features.parquet: one row per feature; mean is over the rows where it is stored."""
-        import numpy as np
-
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(self.count > 0, self.total / np.maximum(self.count, 1), 0.0)
         return {"feature": np.arange(self.d_sae, dtype=np.int32), "count": self.count,
@@ -93,10 +91,6 @@ class Stats:
 
 def shard_rows(art, name: str) -> int:
     """Rows of a shard, from its safetensors header alone (no tensor is read)."""
-    from safetensors import safe_open
-
-    from codec_cli.artifacts import _parse
-
     def rows(path):
         with safe_open(path, framework="numpy") as f:
             return int(f.get_slice("indices").get_shape()[0])
@@ -107,8 +101,6 @@ def shard_rows(art, name: str) -> int:
 def top_rows(indices: np.ndarray, values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Each row's k largest stored activations, largest first (ties keep their stored order);
     empty slots (index -1) sort last."""
-    import numpy as np
-
     if k >= indices.shape[1] and (indices.shape[1] < 2 or bool((np.diff(values, axis=1) <= 0).all())):
         return indices, values
     order = np.argsort(-values, axis=1, kind="stable")[:, :k]
@@ -141,8 +133,6 @@ class Batches:
     """
 
     def __init__(self, art, k: int, batch_size: int, buffer_rows: int, held_out: int, seed: int):
-        from codec_cli.errors import BadInput
-
         if buffer_rows < batch_size:  # every window must hold a batch, or an epoch could hold none
             raise BadInput(f"--buffer-rows {buffer_rows} is smaller than a batch ({batch_size})",
                            hint="raise --buffer-rows or lower --batch-size")
@@ -168,8 +158,6 @@ class Batches:
         self._keep = cut <= buffer_rows
 
     def _rng(self, *key: int):
-        import numpy as np
-
         return np.random.default_rng([self.seed, *key])
 
     def windows(self, epoch: int) -> list[tuple[list[Piece], int]]:
@@ -194,8 +182,6 @@ class Batches:
 
     def read(self, pieces: list[Piece]) -> tuple[np.ndarray, np.ndarray]:
         """The pieces' rows, truncated to the top k: (indices int64 [n, k], values float32 [n, k])."""
-        import numpy as np
-
         parts = []
         for p in pieces:
             cached = self._cache.get(p.shard)
@@ -217,8 +203,6 @@ class Batches:
 
     def stream(self, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Batches from step `start` on, epoch after epoch, without end."""
-        import itertools
-
         step = 0
         for epoch in itertools.count():
             for w, (pieces, n) in enumerate(self.windows(epoch)):

@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from codec_cli.errors import BadInput
 
 OPTIONS: dict[str, Any] = {
@@ -61,30 +63,11 @@ def _tokenizer(path: Path):
     return tok
 
 
-def check_weights(path: Path) -> None:
-    """Refuse a directory whose weights are not safetensors: codec never unpickles a
-    file (`torch.load` can run code), so say so before transformers gets to it."""
-    from codec_cli.sources.models import safetensors_shapes
-
-    weights = sorted(path.glob("*.safetensors"))
-    if weights:
-        for w in weights:  # a damaged file is named here, not deep inside transformers
-            safetensors_shapes(w)
-        return
-    pickled = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
-    if pickled:
-        shown = ", ".join(pickled[:3]) + (" …" if len(pickled) > 3 else "")
-        raise BadInput(f"{path}: the weights are pickled ({shown}); codec reads safetensors only",
-                       hint="convert them: AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir, "
-                            "safe_serialization=True)")
-    raise BadInput(f"{path}: no model weights (no *.safetensors file)",
-                   hint="give a save_pretrained directory with model.safetensors")
-
-
 def load(path: Path, **options: Any):
-    """A HookedTransformer from the Hugging Face directory `path` (see the module docstring)."""
-    check_weights(path)  # before the heavy imports: a refusal should be quick
-    import torch
+    """A HookedTransformer from the Hugging Face directory `path` (see the module docstring),
+    whose weights `models.check_weights` has checked."""
+    # transformer-lens and transformers take seconds to import, and sources.models imports
+    # this module whatever the source: only a Hugging Face directory pays for them.
     import transformer_lens.loading_from_pretrained as loading
     from transformer_lens import HookedTransformer
     from transformer_lens.utilities import softcap_enabled

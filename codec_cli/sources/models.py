@@ -15,6 +15,8 @@ depend only on the step, so resumed runs see the same data as uninterrupted ones
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import json
 import re
 from contextlib import contextmanager
@@ -22,7 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+from safetensors.torch import load_file
+
+from codec_cli import worlds
+from codec_cli.artifacts import open_artifact
 from codec_cli.errors import BadInput
+from codec_cli.sources import hf
+from codec_cli.sources.corpora import corpus_files, read_documents, token_windows
+
+# transformer-lens and sae-lens (seconds to import) are imported by the functions that load
+# a model or an SAE from them: the worlds import this module for `torch_threads`, and
+# `codec squeeze --no-faithfulness` for `check_device`, needing neither.
 
 
 @dataclass
@@ -45,8 +58,6 @@ HELD_OUT = 10**9
 
 def _cycle(windows) -> Callable[[int, int], Any]:
     """Training steps cycle through most windows; steps >= HELD_OUT read the rest."""
-    import torch
-
     n_eval = min(256, len(windows) // 10)
     if n_eval == 0:
         raise BadInput(f"the corpus makes only {len(windows)} context windows; codec needs at least 10 "
@@ -64,8 +75,6 @@ def unknown_source(source: str) -> BadInput | None:
     """The error for a `source` that is no world, no directory and no transformer-lens
     model name, or None when it may be one of those. Checked before anything that would
     otherwise complain about what such a source lacks (a --corpus, an --sae)."""
-    from codec_cli import worlds
-
     path = Path(source)
     if worlds.is_world(source) or path.is_dir():
         return None
@@ -78,8 +87,6 @@ def unknown_source(source: str) -> BadInput | None:
     official = _official_names()
     if official is None or source.lower() in {n.lower() for n in official}:  # as TL does, whatever the case
         return None
-    import difflib
-
     near = difflib.get_close_matches(source, [*worlds.WORLDS, *official], n=3, cutoff=0.6)
     return BadInput(f"no world or model named {source!r}",
                     hint=(f"did you mean {', '.join(near)}? " if near else "")
@@ -106,14 +113,14 @@ def open_model(source: str, kwargs: dict | None = None):
     `kwargs` are transformer-lens `from_pretrained` options (e.g. center_writing_weights);
     they apply where weights are processed on loading: hub names and Hugging Face
     directories, not worlds or codec's own (already processed) directories."""
-    from codec_cli import worlds
-
     path = Path(source)
     if worlds.is_world(source):
         w = worlds.open_world(source)
         return w.model(), w
     if path.is_dir() and (path / "model.safetensors").is_file() and (path / "tokenizer").is_dir():
-        from codec_cli.worlds.themes import load_model  # codec's transformer-lens directory format
+        # codec's transformer-lens directory format. Imported here: worlds.themes imports
+        # this module, and transformer-lens, at its top.
+        from codec_cli.worlds.themes import load_model
 
         safetensors_shapes(path / "model.safetensors")  # load_model would fail deep in safetensors
         return load_model(path), None
@@ -131,9 +138,6 @@ def _looks_like_hub_name(name: str) -> bool:
 
 def load_source(source: str, corpus: list[Path] = (), column: str = "text", context: int = 64) -> Source:
     """Open `source` for training (see the module docstring); errors are one line, before heavy work."""
-    from codec_cli import worlds
-    from codec_cli.sources.corpora import corpus_files, read_documents, token_windows
-
     path = Path(source)
     if (problem := unknown_source(source)) is not None:
         raise problem
@@ -169,21 +173,36 @@ def _from_hub(name: str, kwargs: dict):
 
 
 def _from_hf_dir(path: Path, kwargs: dict):
-    from codec_cli.sources import hf
-
     if not (path / "config.json").is_file():
         raise BadInput(f"{path}: not a model directory (no config.json)",
                        hint="give a world, a save_pretrained directory, or a transformer-lens model name")
     _read_cfg(path / "config.json")
+    check_weights(path)
     return hf.load(path, **kwargs)
+
+
+def check_weights(path: Path) -> None:
+    """Refuse a directory whose weights are not safetensors: codec never unpickles a
+    file (`torch.load` can run code), so say so before transformers gets to it."""
+    weights = sorted(path.glob("*.safetensors"))
+    if weights:
+        for w in weights:  # a damaged file is named here, not deep inside transformers
+            safetensors_shapes(w)
+        return
+    pickled = sorted(p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+    if pickled:
+        shown = ", ".join(pickled[:3]) + (" …" if len(pickled) > 3 else "")
+        raise BadInput(f"{path}: the weights are pickled ({shown}); codec reads safetensors only",
+                       hint="convert them: AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir, "
+                            "safe_serialization=True)")
+    raise BadInput(f"{path}: no model weights (no *.safetensors file)",
+                   hint="give a save_pretrained directory with model.safetensors")
 
 
 @contextmanager
 def torch_threads(n: int):
     """Run the block with n torch CPU threads, then restore the caller's count. Worlds train
     on a fixed count: CPU reductions, and so the bytes written, depend on it."""
-    import torch
-
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -200,8 +219,6 @@ def stop_layer(hook: str) -> int | None:
 
 def activations(src: Source, hook: str, step: int, n: int):
     """Activations at `hook` for step `step`: [rows, d], BOS positions dropped."""
-    import torch
-
     kwargs = {"stop_at_layer": stop_layer(hook)} if src.language and stop_layer(hook) else {}
     with torch.no_grad():
         _, cache = src.model.run_with_cache(src.inputs(step, n), names_filter=hook, **kwargs)
@@ -246,20 +263,16 @@ class SAEHandle:
     def fingerprint(self) -> str:
         """sha256 over the weights (names, dtypes, shapes, bytes): the same SAE gives the
         same fingerprint whichever format or place it was loaded from."""
-        import hashlib
-
         h = hashlib.sha256()
         for name, tensor in sorted(self.sae.state_dict().items()):
             t = tensor.detach().cpu().contiguous()
             h.update(f"{name}:{t.dtype}:{list(t.shape)}\n".encode())
-            h.update(t.view(-1).view(__import__("torch").uint8).numpy().tobytes())
+            h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
         return "sha256:" + h.hexdigest()
 
 
 def check_device(device: str) -> str:
     """`device` if torch can run on it here; else one line saying what to give instead."""
-    import torch
-
     hint = "use --device cpu, or cuda / cuda:N where a GPU is present"
     try:
         kind = torch.device(device)
@@ -373,9 +386,6 @@ def load_sae_dir(path: Path, device: str = "cpu", **kw):
 def open_sae(name: str | None, sae_id: str | None = None, world=None, device: str = "cpu") -> SAEHandle:
     """An SAE by name: one of `world`'s SAEs (its default when `name` is None), a local
     directory in sae-lens or sparsify format, or a sae-lens release with `sae_id`."""
-    from codec_cli.artifacts import open_artifact
-    from codec_cli import worlds
-
     check_device(device)
     if name is None or (world is not None and name in world.saes and sae_id is None):
         if world is None:
@@ -434,8 +444,6 @@ def sparsify_loader(path: str | Path, device: str = "cpu", cfg_overrides: dict |
     already [d_sae, d_in], and skips the b_dec that sparsify subtracts before encoding;
     it also refuses hookpoint folders other than layers.N. This one reads the weights
     as sparsify's `SparseCoder.encode` uses them (tests check it against that code)."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     raw = _read_cfg(path / "cfg.json")
     if raw.get("transcode") or raw.get("skip_connection"):

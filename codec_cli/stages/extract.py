@@ -17,6 +17,7 @@ depends on nothing but j, so
 from __future__ import annotations
 
 import contextlib
+import difflib
 import io
 import itertools
 import json
@@ -24,17 +25,21 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
-from codec_cli import config
+import numpy as np
+import polars as pl
+import torch
+from safetensors.numpy import load_file
+
+from codec_cli import config, talk, worlds
+from codec_cli.artifacts import ArtifactWriter, canonical_json, check_output
 from codec_cli.config import ExtractConfig
-from codec_cli import talk
-from codec_cli.talk import info, progress
 from codec_cli.errors import BadInput
+from codec_cli.sources import models
+from codec_cli.sources.corpora import Window, context_windows, corpus_files, hub_documents, read_documents
 from codec_cli.sources.features import NEURONS, SHARD, SHARD_DIRS, TOKENS, Stats, shard_number
-
-if TYPE_CHECKING:
-    import torch
+from codec_cli.talk import info, progress
 
 STREAM_STEP = 2 * 10**9
 """World streams are read from this step on: data that neither the world's training
@@ -111,8 +116,6 @@ class Stream:
 def windows(cfg: ExtractConfig, stream: Stream, model, world) -> Iterator:
     """The extraction's windows in order, the last one cut so that the rows add up to
     exactly the token budget (or fewer, where the corpus ends)."""
-    from codec_cli.sources.corpora import Window, context_windows, hub_documents, read_documents
-
     if world is not None and not cfg.reads_files:
         module, wcfg = world.config()
 
@@ -156,17 +159,13 @@ class Encoder:
     k: int = 0
 
     def stop_at(self) -> dict:
-        from codec_cli.sources.models import stop_layer
-
-        layers = [stop_layer(h) for h in (self.hook, self.neurons) if h]
+        layers = [models.stop_layer(h) for h in (self.hook, self.neurons) if h]
         if not self.stream.language or None in layers:
             return {}
         return {"stop_at_layer": max(layers)}
 
     def activations(self, batch: list) -> tuple[dict, torch.Tensor, torch.Tensor]:
         """({hook: [rows, width]}, the kept mask [windows, n_ctx] (language), the inputs)."""
-        import torch
-
         hooks = [h for h in (self.hook, self.neurons) if h]
         if self.stream.language:
             x = torch.stack([torch.as_tensor(w.tokens, dtype=torch.long) for w in batch])
@@ -195,8 +194,6 @@ class Encoder:
 
     def encode(self, acts: torch.Tensor) -> torch.Tensor:
         """The SAE's dense feature activations [rows, d_sae]."""
-        import torch
-
         with torch.no_grad():
             p = next(self.sae.parameters())
             return self.sae.encode(acts.to(p.device, p.dtype)).float().cpu()
@@ -204,8 +201,6 @@ class Encoder:
     def top(self, acts: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per row the k largest features (indices, values; -1 and 0 in empty slots), the
         SAE's L0 and its activation mass (the sum of all its activations)."""
-        import torch
-
         sae_k = getattr(self.sae.cfg, "k", None) if self.sae.cfg.architecture() == "topk" else None
         if sae_k is None:
             f = self.encode(acts)
@@ -228,8 +223,6 @@ class Encoder:
         `encode` scatters them into: `encode` runs with its TopK activation swapped
         for one that hands back the values and indices (the round-trip tests hold it
         to `encode`)."""
-        import torch
-
         class Keep(torch.nn.Module):
             def forward(self, hidden_pre):
                 values, indices = torch.topk(hidden_pre, sae_k, dim=-1)
@@ -248,8 +241,6 @@ class Encoder:
 
 def choose_k(enc: Encoder, sample: list, mass: float) -> int:
     """The least k whose top-k keeps `mass` of the activation mass over the sample."""
-    import torch
-
     f = torch.cat([enc.encode(enc.activations(sample[i:i + 16])[0][enc.hook]) for i in range(0, len(sample), 16)])
     curve = f.clamp(min=0).sort(-1, descending=True).values.double().cumsum(-1).sum(0)
     total = curve[-1]
@@ -262,8 +253,6 @@ def choose_k(enc: Encoder, sample: list, mass: float) -> int:
 
 
 def _token_table(window_batch: list, first_window: int, keep, x, tokenizer, decoded: dict, labels) -> dict:
-    import numpy as np
-
     n = len(window_batch)
     if keep.ndim == 2:
         where = keep.nonzero()
@@ -287,10 +276,6 @@ def _token_table(window_batch: list, first_window: int, keep, x, tokenizer, deco
 def run_shard(enc: Encoder, shard: list, first_window: int, batch_size: int, tokenizer, decoded, labels, dtype,
               on_rows=None) -> tuple[dict, dict, Any]:
     """Top-k features, the token table and the neurons (or None) of one shard's windows."""
-    import numpy as np
-    import polars as pl
-    import torch
-
     parts, tables, neurons = [], [], []
     for i in range(0, len(shard), batch_size):
         batch = shard[i:i + batch_size]
@@ -316,10 +301,6 @@ def open_all(cfg: ExtractConfig, model=None, sae=None):
     checked, with the model's options taken from the SAE; all errors come here, before
     the corpus is read, and those that need no model before it loads. A `model` or
     `sae` passed in is used as it is (the model where it already runs)."""
-    from codec_cli.sources import models
-    from codec_cli import worlds
-    from codec_cli.sources.corpora import corpus_files
-
     src, w = cfg.source, None
     if model is None and src is not None:
         # Before the SAE, whose absence would otherwise be blamed for a mistyped world.
@@ -377,8 +358,6 @@ def _recorded(cfg: ExtractConfig, world) -> ExtractConfig:
     """`cfg` as the manifest keeps it: local paths made absolute, so that a later stage
     run from another directory (squeeze, reopening the SAE) finds what was read. Names
     that are not paths here (built-in worlds, a world's SAEs, hub names) stay as given."""
-    from codec_cli import worlds
-
     def local(name: str | None, is_name: bool) -> str | None:
         return str(Path(name).resolve()) if name is not None and not is_name and Path(name).exists() else name
 
@@ -388,8 +367,6 @@ def _recorded(cfg: ExtractConfig, world) -> ExtractConfig:
 
 
 def check_hooks(model, hooks: list[str]) -> None:
-    import difflib
-
     for h in hooks:
         if h not in model.hook_dict:
             near = difflib.get_close_matches(h, list(model.hook_dict), n=3) or sorted(model.hook_dict)[:3]
@@ -404,8 +381,6 @@ def extract(cfg: ExtractConfig, model=None, sae=None) -> dict:
     sae-lens SAE), when given, are read as they are, in memory, instead of loading
     `cfg.source` and `cfg.sae`; those then only name them in the manifest. A model
     passed in reads `cfg.corpus` or `cfg.dataset`, and runs where it already is."""
-    from codec_cli.artifacts import ArtifactWriter, check_output
-
     index, ranks = rank(cfg)
     out = output(cfg, index, ranks)
     check_output(out, "features")
@@ -498,10 +473,6 @@ def extract(cfg: ExtractConfig, model=None, sae=None) -> dict:
 def _resume(path: Path, identity: dict, d_sae: int, resume: bool) -> tuple[Stats, set[int]]:
     """The shards a previous run finished (and their statistics); refuses a run made
     with other settings, and clears what an unfinished shard left behind."""
-    from safetensors.numpy import load_file
-
-    from codec_cli.artifacts import canonical_json
-
     run = path / "run.json"
     stats, done = Stats(d_sae), set()
     if resume and not run.is_file() and any(path.iterdir()):

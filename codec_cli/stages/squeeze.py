@@ -15,16 +15,22 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from codec_cli import config, talk
+import numpy as np
+import polars as pl
+import torch
+
+from codec_cli import config, talk, worlds
+from codec_cli.artifacts import ArtifactWriter, check_output, open_artifact
 from codec_cli.config import SqueezeConfig, quantile
 from codec_cli.errors import BadInput, CodecError
+from codec_cli.nn import checkpoint as checkpoints
 from codec_cli.nn import schedule
-
-if TYPE_CHECKING:
-    import numpy as np
-    import torch
+from codec_cli.nn.squeezer import Squeezer
+from codec_cli.sources import models
+from codec_cli.sources.features import Batches, Stats
+from codec_cli.talk import info, progress
 
 CALIBRATION_ROWS = 1 << 16
 """Rows that estimate each feature's quantile for --rescale pNN."""
@@ -44,8 +50,6 @@ def learning_rate(cfg: SqueezeConfig, step: int, steps: int) -> float:
 
 def feature_stats(art) -> dict[str, np.ndarray]:
     """Per feature: count, frequency and max (features.parquet, or counted from the shards)."""
-    from codec_cli.sources.features import Stats
-
     if "features.parquet" in art.manifest["files"]:
         t = art.table("features.parquet", ["count", "frequency", "max"])
         return {c: t[c].to_numpy() for c in ("count", "frequency", "max")}
@@ -58,8 +62,6 @@ def feature_stats(art) -> dict[str, np.ndarray]:
 
 def scales(rescale: str, stats: dict, batches) -> np.ndarray:
     """The divisor of each feature, float32 [F]; 1 where a feature never fired."""
-    import numpy as np
-
     F = len(stats["max"])
     if rescale == "none":
         return np.ones(F, np.float32)
@@ -88,8 +90,6 @@ def scales(rescale: str, stats: dict, batches) -> np.ndarray:
 
 def importance(spec: str, stats: dict) -> np.ndarray | None:
     """Per-feature loss weights with mean 1, float32 [F]; None for uniform."""
-    import numpy as np
-
     F = len(stats["frequency"])
     if spec == "uniform":
         return None
@@ -101,8 +101,6 @@ def importance(spec: str, stats: dict) -> np.ndarray | None:
             what = "is a directory" if path.is_dir() else "no such file"
             raise BadInput(f"--importance {spec}: {what}; give uniform, frequency or a parquet table "
                            "with columns feature and importance")
-        import polars as pl
-
         try:
             t = pl.read_parquet(path)
         except Exception as e:
@@ -135,8 +133,6 @@ class ModelCodec:
     round_trip: Any = None
 
     def __call__(self, dense: torch.Tensor) -> torch.Tensor:
-        import torch
-
         p = next(self.sae.parameters())
         with torch.no_grad():
             acts = self.sae.decode(dense.to(p.device, p.dtype))
@@ -149,9 +145,6 @@ class ModelCodec:
 
 def model_codec(art, cfg: SqueezeConfig) -> ModelCodec:
     """Reopen the SAE the features were extracted with (checked by its weights' hash)."""
-    from codec_cli.sources import models
-    from codec_cli import worlds
-
     sae_attrs = art.attrs.get("sae") or {}
     params = art.manifest["params"]
     params = params.get("extract", params)  # a merged extraction keeps its parts' settings there
@@ -181,8 +174,6 @@ def model_codec(art, cfg: SqueezeConfig) -> ModelCodec:
 
 
 def dense(idx: torch.Tensor, val: torch.Tensor, F: int) -> torch.Tensor:
-    import torch
-
     return torch.zeros(len(idx), F, dtype=val.dtype, device=val.device).scatter_add_(1, idx, val)
 
 
@@ -191,8 +182,6 @@ def evaluate(model, idx: torch.Tensor, val: torch.Tensor, scaled: torch.Tensor, 
     """Everything measured on the held-out rows (idx; val in the SAE's units, scaled as the
     Squeezer reads them), per feature and per neuron for instance 0 of `model`, and for the
     model's codec when given."""
-    import torch
-
     R, F, M = model.shape
     w = weight if weight is not None else torch.ones(F, device=idx.device)
     acc: dict[str, torch.Tensor] = {}
@@ -236,8 +225,6 @@ def evaluate(model, idx: torch.Tensor, val: torch.Tensor, scaled: torch.Tensor, 
 
 def held_out_losses(model, idx, scaled, weight) -> list[float]:
     """Each instance's loss on the held-out rows: picks the one to keep."""
-    import torch
-
     total = torch.zeros(model.shape[0], dtype=torch.float64)
     with torch.no_grad():
         for s in range(0, len(idx), CHUNK):
@@ -250,24 +237,12 @@ def held_out_losses(model, idx, scaled, weight) -> list[float]:
 
 
 def _finite(model) -> bool:
-    import torch
-
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 @talk.reports
 def squeeze(cfg: SqueezeConfig) -> dict:
     """Train, evaluate and write `cfg.out`; returns the metrics."""
-    import numpy as np
-    import torch
-
-    from codec_cli.nn import checkpoint as checkpoints
-    from codec_cli.artifacts import ArtifactWriter, check_output, open_artifact
-    from codec_cli.talk import info, progress
-    from codec_cli.sources.features import Batches
-    from codec_cli.sources.models import check_device
-    from codec_cli.nn.squeezer import Squeezer
-
     check_output(cfg.out, "squeezer")
     art = open_artifact(cfg.features, "features")
     F = art.attrs.get("d_sae")
@@ -275,7 +250,7 @@ def squeeze(cfg: SqueezeConfig) -> dict:
         raise BadInput(f"{art.path}: attrs.d_sae should give the number of features")
     if cfg.k > F:
         raise BadInput(f"--k {cfg.k} is larger than the number of features ({F})")
-    check_device(cfg.device)
+    models.check_device(cfg.device)
     if cfg.dtype != "float32" and not cfg.device.startswith("cuda"):
         # Slower than float32 on a CPU, and fatal on some (SIGILL where AMX is advertised but not enabled).
         raise BadInput(f"--dtype {cfg.dtype} is for GPUs", hint="use --dtype float32 on the CPU")
@@ -382,12 +357,6 @@ class Diverged(CodecError):
 
 def report(model, batches, scale, weight, codec, stats, cfg: SqueezeConfig):
     """Pick the best instance on the held-out rows and measure it: (metrics, tables, weights)."""
-    import numpy as np
-    import polars as pl
-    import torch
-
-    from codec_cli.nn.squeezer import Squeezer
-
     device = scale.device
     idx, val = (torch.from_numpy(a).to(device) for a in batches.held_out())
     idx = idx.clamp_min_(0)

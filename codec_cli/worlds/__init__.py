@@ -142,6 +142,8 @@ class World:
 
     def sae(self, name: str | None = None):
         """One of the world's SAEs (default: `default_sae`), opened by sae-lens's own loader."""
+        # Not at the top: `codec world list` and `info` import this module and must not pay for
+        # torch, which sources.models imports (and sources.models imports this module).
         from codec_cli.sources.models import load_sae_dir
 
         name = name or self.default_sae

@@ -62,9 +62,12 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from codec_cli.worlds.themes_corpus import (CYCLES, ThemesCorpusConfig, build_tokenizer, cycle_members, documents,
                               exact_corpus_entropy, ground_truth, load_tokenizer, save_tokenizer, token_batches,
                               token_logprobs, vocabulary)
+from codec_cli.config import SAETrainConfig
 from codec_cli.errors import ArtifactError, BadInput
+from codec_cli.nn import sae as saes
 from codec_cli.nn import schedule
-from codec_cli.sources.models import torch_threads
+from codec_cli.sources import models
+from codec_cli.talk import info, progress
 
 # Held-out documents come from their own corpus seed, so they never overlap the
 # training stream and do not shift when `steps` or `batch_size` change.
@@ -243,7 +246,7 @@ def train_model(cfg: ThemesModelConfig = ThemesModelConfig(),
     """
     started = time.perf_counter()
     corpus = cfg.corpus
-    with torch_threads(cfg.threads):
+    with models.torch_threads(cfg.threads):
         # Seeding inside fork_rng fixes the initial weights without disturbing the
         # caller's global generator (the data has its own, in the corpus).
         with torch.random.fork_rng(devices=[]):
@@ -383,14 +386,10 @@ class Config(ThemesModelConfig):
         if not m or int(m.group(1)) >= self.n_layers:
             raise BadInput(f"-p sae_hook={self.sae_hook!r}: expected blocks.L.hook_resid_pre (or resid_mid, "
                            f"resid_post, mlp_out, attn_out) with L < n_layers={self.n_layers}")
-        from codec_cli.nn.sae import width
-
-        width(_sae_config(self), self.d_model)
+        saes.width(_sae_config(self), self.d_model)
 
 
 def _sae_config(cfg: Config):
-    from codec_cli.nn.sae import SAETrainConfig
-
     return SAETrainConfig(expansion_factor=cfg.sae_expansion, k=cfg.sae_k, steps=cfg.sae_steps,
                           batch_size=cfg.sae_batch_size, seed=cfg.seed, checkpoint_every=0)
 
@@ -409,11 +408,6 @@ def labels(cfg: Config, token_ids) -> dict:
 
 def build(cfg: Config, w) -> None:
     """Train the language model and its SAE from scratch and write the world into writer `w`."""
-    from codec_cli.sources import models
-    from codec_cli.nn import sae as saes
-    from codec_cli.talk import info, progress
-    from codec_cli.worlds.themes_corpus import ground_truth
-
     with progress("themes model", cfg.steps, unit="steps") as bar:
         model, model_metrics = train_model(cfg, on_step=lambda step, loss: bar.update(completed=step))
     info(f"model: eval loss {model_metrics['eval_loss']:.4f} vs entropy {model_metrics['entropy']:.4f} nats/token, "

@@ -44,6 +44,9 @@ from functools import cache
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import polars as pl
+import torch
+
 from codec_cli.errors import BadInput
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -421,8 +424,6 @@ def token_table(cfg: ThemesCorpusConfig = ThemesCorpusConfig()) -> list[dict]:
 
 def ground_truth(cfg: ThemesCorpusConfig = ThemesCorpusConfig()):
     """`token_table` as a polars DataFrame (nulls where not applicable)."""
-    import polars as pl
-
     schema = {"token_id": pl.Int64, "token": pl.String, "theme": pl.String, "cycle": pl.String,
               "cycle_position": pl.Int64, "exclusive_group": pl.String, "exclusive_index": pl.Int64}
     return pl.DataFrame(token_table(cfg), schema=schema)
@@ -439,8 +440,6 @@ def token_batches(cfg: ThemesCorpusConfig = ThemesCorpusConfig(), batch_size: in
                   n_batches: int | None = None):
     """Int64 tensors [batch_size, n_ctx], one document per row, BOS in column 0;
     endless if n_batches is None. Train on every position: there is no padding."""
-    import torch
-
     if batch_size < 1:
         raise BadInput(f"--batch-size must be positive, got {batch_size}")
     docs = documents(cfg, None if n_batches is None else n_batches * batch_size, seed)
@@ -452,6 +451,7 @@ def token_batches(cfg: ThemesCorpusConfig = ThemesCorpusConfig(), batch_size: in
 
 def build_tokenizer(cfg: ThemesCorpusConfig = ThemesCorpusConfig()):
     """A word-level `PreTrainedTokenizerFast` whose ids are `vocabulary(cfg)`'s positions."""
+    # transformers takes a second or more to import; the corpus and its truth table need none of it.
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 

@@ -36,10 +36,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
 import torch
+from safetensors.torch import load_file
 from transformer_lens.hook_points import HookedRootModule, HookPoint
 
+from codec_cli import config as configs
+from codec_cli.config import SAETrainConfig
 from codec_cli.errors import BadInput
+from codec_cli.nn import sae as saes
+from codec_cli.sources.models import torch_threads
+from codec_cli.talk import progress
 
 # The evaluation batch that picks the best instance comes from its own generator, so
 # it never overlaps the training stream and does not shift when `steps` changes.
@@ -309,9 +316,7 @@ class Config(ToyConfig):
         super().__post_init__()
         if self.sae_k <= 0 or self.sae_steps <= 0 or self.n_samples <= 0 or self.sae_expansion <= 0:
             raise BadInput("toy: sae_k, sae_steps, sae_expansion and n_samples must be positive")
-        from codec_cli.nn.sae import width
-
-        width(_sae_config(self), self.n_hidden)  # a k wider than the SAE fails now, not after training
+        saes.width(_sae_config(self), self.n_hidden)  # a k wider than the SAE fails now, not after training
 
 
 class ToyNet(HookedRootModule):
@@ -342,8 +347,6 @@ def inputs(cfg: Config, step: int, n: int) -> torch.Tensor:
 
 def labels(cfg: Config, x: torch.Tensor) -> dict:
     """Ground truth per sample, for extracted features: the true features that are active."""
-    import polars as pl
-
     # Typed: a batch in which nothing fires would otherwise be a list of nulls, which
     # neither joins the other batches of its shard nor matches the other shards.
     return {"active": pl.Series("active", [row.nonzero().flatten().tolist() for row in x], dtype=pl.List(pl.Int64))}
@@ -360,15 +363,11 @@ def round_trip(model: ToyNet, hook: str):
 
 
 def load_model(path: Path) -> ToyNet:
-    from safetensors.torch import load_file
-
     weights = load_file(path / "weights.safetensors")
     return ToyNet(weights["W"], weights["b"])
 
 
 def _sae_config(cfg: Config):
-    from codec_cli.nn.sae import SAETrainConfig
-
     return SAETrainConfig(expansion_factor=cfg.sae_expansion, k=cfg.sae_k, steps=cfg.sae_steps,
                           lr=3e-3, batch_size=1024, seed=cfg.seed, checkpoint_every=0)
 
@@ -376,6 +375,7 @@ def _sae_config(cfg: Config):
 def _oracle_sae(n: int):
     """An SAE whose latents are the true features themselves: identity weights on hook_in,
     so the Squeezer can be tested apart from any SAE's quality."""
+    # Only a build makes one: reading the world's stream or truth should not import sae-lens.
     from sae_lens.saes.sae import SAEMetadata
     from sae_lens.saes.standard_sae import StandardSAE, StandardSAEConfig
 
@@ -398,11 +398,6 @@ def _match_to_truth(directions: torch.Tensor, W: torch.Tensor) -> float:
 
 def build(cfg: Config, w) -> None:
     """Train the toy model and its SAE from scratch and write the world into writer `w`."""
-    from codec_cli import config as configs
-    from codec_cli.nn import sae as saes
-    from codec_cli.talk import progress
-    from codec_cli.sources.models import torch_threads
-
     # One thread, whatever the caller's: the same bytes on this machine every time (other CPUs
     # differ within docs/worlds.md's tolerances), and tiny matrices anyway.
     with torch_threads(1):
