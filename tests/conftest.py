@@ -1,5 +1,9 @@
-"""Shared fixtures: a tiny features artifact written from numpy, the CLI runner,
-and in-process plugin registration that is always undone."""
+"""Shared by every tier: a tiny features artifact written from numpy, the CLI runner,
+in-process plugin registration that is always undone, the squeezers that more than one
+end-to-end file reads (each trained once per session), and the `slow` mark on tests/e2e/.
+
+This is the only conftest.py: pytest imports every conftest as the module `conftest`, so
+a second one in a subfolder would shadow this one for `from conftest import ...`."""
 
 from __future__ import annotations
 
@@ -35,6 +39,36 @@ def write_features(path: Path, seed: int = 0, d_sae: int = 40, k: int = 4, shard
 @pytest.fixture
 def features(tmp_path) -> Path:
     return write_features(tmp_path / "features")
+
+
+E2E = Path(__file__).parent / "e2e"
+
+
+def pytest_collection_modifyitems(config, items):
+    # The mark follows the folder, so a new end-to-end file is slow without having to say so.
+    for item in items:
+        if item.path.is_relative_to(E2E):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def toy_antipodal(tmp_path_factory):
+    """(features, squeezer, metrics): toy world n=5 in m=2, S=0.8, importance 0.9**i, no
+    faithfulness. test_squeeze_toy checks its geometry and test_polytope names it; one
+    squeeze serves both. Read it, never write into it."""
+    import squeezed
+
+    return squeezed.toy(tmp_path_factory.mktemp("toy-antipodal"), sparsity=0.8, decay=0.9,
+                        squeeze=("--no-faithfulness",))
+
+
+@pytest.fixture(scope="session")
+def toy_dense(tmp_path_factory):
+    """(features, squeezer, metrics): as `toy_antipodal`, dense (S=0)."""
+    import squeezed
+
+    return squeezed.toy(tmp_path_factory.mktemp("toy-dense"), sparsity=0.0, decay=0.9,
+                        squeeze=("--no-faithfulness",))
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-SHIPPED_SAE = Path(__file__).parent.parent / "codec_cli" / "data" / "worlds" / "toy" / "saes" / "trained"
+SHIPPED_SAE = Path(__file__).parents[2] / "codec_cli" / "data" / "worlds" / "toy" / "saes" / "trained"
 
 
 def sae_dir(tmp: Path, damage) -> Path:

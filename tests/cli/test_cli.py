@@ -165,7 +165,7 @@ def test_sae_trained_on_a_local_model_names_it_by_its_whole_path(tmp_path, monke
 def test_cli_reference_is_in_sync():
     from codec_cli.cli import docs as clidoc
 
-    doc = Path(__file__).parent.parent / "docs" / "cli.md"
+    doc = Path(__file__).parents[2] / "docs" / "cli.md"
     assert doc.read_text() == clidoc.render(), "docs/cli.md is stale: run `make docs`"
 
 

@@ -51,10 +51,10 @@ def test_the_pentagon_is_named_with_every_D_at_two_fifths(pentagon) -> None:
 
 
 @pytest.fixture(scope="module")
-def antipodal(tmp_path_factory):
-    root = tmp_path_factory.mktemp("antipodal")
-    _, sq, _ = squeezed.toy(root, sparsity=0.8, decay=0.9, squeeze=NO_FAITHFULNESS)
-    return analyzed(root, sq)
+def antipodal(toy_antipodal, tmp_path_factory):
+    # S=0.8, importance 0.9**i, no faithfulness: the squeezer test_squeeze_toy reads too (conftest.py).
+    _, sq, _ = toy_antipodal
+    return analyzed(tmp_path_factory.mktemp("antipodal"), sq)
 
 
 def test_moderate_sparsity_gives_two_antipodal_pairs_at_one_half(antipodal) -> None:
@@ -70,10 +70,10 @@ def test_moderate_sparsity_gives_two_antipodal_pairs_at_one_half(antipodal) -> N
 
 
 @pytest.fixture(scope="module")
-def dense(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dense")
-    _, sq, _ = squeezed.toy(root, sparsity=0.0, decay=0.9, squeeze=NO_FAITHFULNESS)
-    return analyzed(root, sq)
+def dense(toy_dense, tmp_path_factory):
+    # S=0, importance 0.9**i, no faithfulness: shared with test_squeeze_toy (conftest.py).
+    _, sq, _ = toy_dense
+    return analyzed(tmp_path_factory.mktemp("dense"), sq)
 
 
 def test_dense_features_keep_a_dimension_each(dense) -> None:

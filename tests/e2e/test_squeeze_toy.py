@@ -75,8 +75,10 @@ def test_the_kept_restart_is_the_best_on_held_out_rows(pentagon) -> None:
 
 
 @pytest.fixture(scope="module")
-def antipodal(tmp_path_factory):
-    return squeezed(tmp_path_factory.mktemp("antipodal"), 0.8, 0.9, "--no-faithfulness")
+def antipodal(toy_antipodal):
+    # S=0.8, importance 0.9**i, --no-faithfulness: squeezed once per session (conftest.py).
+    _, out, metrics = toy_antipodal
+    return out, metrics
 
 
 def test_moderate_sparsity_gives_two_antipodal_pairs(antipodal) -> None:
@@ -93,8 +95,10 @@ def test_moderate_sparsity_gives_two_antipodal_pairs(antipodal) -> None:
 
 
 @pytest.fixture(scope="module")
-def dense(tmp_path_factory):
-    return squeezed(tmp_path_factory.mktemp("dense"), 0.0, 0.9, "--no-faithfulness")
+def dense(toy_dense):
+    # S=0, importance 0.9**i, --no-faithfulness: squeezed once per session (conftest.py).
+    _, out, metrics = toy_dense
+    return out, metrics
 
 
 def test_dense_features_keep_the_two_most_important(dense) -> None:

@@ -203,7 +203,7 @@ def test_the_docs_numpy_example_writes_a_valid_artifact(tmp_path, monkeypatch):
     import re
     from pathlib import Path
 
-    doc = (Path(__file__).parent.parent / "docs" / "artifacts.md").read_text()
+    doc = (Path(__file__).parents[2] / "docs" / "artifacts.md").read_text()
     example = re.findall(r"```python\n(.*?)```", doc, re.S)[-1]
     assert "codec_cli" not in example
     monkeypatch.chdir(tmp_path)

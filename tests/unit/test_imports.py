@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 # `python -m codec_cli` (__main__.py) is the shell's second door, not library.
 LIBRARY = [p for p in (ROOT / "codec_cli").rglob("*.py")
            if p.relative_to(ROOT / "codec_cli").parts[0] not in ("cli", "__main__.py")]
