@@ -260,7 +260,7 @@ def train_model(cfg: ThemesModelConfig = ThemesModelConfig(),
         # short (measured: a slightly lower final loss at 1000 and 1500 steps).
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99),
                                       weight_decay=cfg.weight_decay)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(cfg, step))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(cfg, step))
         recent: deque[float] = deque(maxlen=50)
         train_started = time.perf_counter()
         for step, tokens in enumerate(token_batches(corpus, cfg.batch_size, cfg.seed, cfg.steps)):
@@ -268,7 +268,7 @@ def train_model(cfg: ThemesModelConfig = ThemesModelConfig(),
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            schedule.step()
+            scheduler.step()
             if circles is not None:
                 _hold_circles(model, circles)
             recent.append(loss.item())
