@@ -195,6 +195,10 @@ def check(cfg: Any, positive: tuple[str, ...] = (), at_least_zero: tuple[str, ..
 
 # --------------------------------------------------------------------------- stage configs
 
+Decay = Literal["constant", "linear", "cosine"]
+"""How a learning rate falls after its warm-up (codec_cli/nn/schedule.py)."""
+
+
 @dataclass(frozen=True)
 class ExtractConfig:
     source: str | None = positional(default=None)
@@ -306,7 +310,7 @@ class SqueezeConfig:
     """AdamW weight decay (PyTorch's default, as in the toy-model paper)."""
     warmup: int = 100
     """Steps of linear learning-rate warm-up from zero."""
-    decay: Literal["constant", "linear", "cosine"] = "cosine"
+    decay: Decay = "cosine"
     """Learning-rate decay after the warm-up."""
     final_lr: float = 0.1
     """The learning rate at the last step, as a fraction of --lr (linear and cosine decay)."""

@@ -8,8 +8,11 @@ recipe, and sae-lens's default), which is `decay="constant"` with no warm-up.
 from __future__ import annotations
 
 import math
+import typing
 
-DECAYS = ("constant", "linear", "cosine")
+from codec_cli.config import Decay
+
+DECAYS = typing.get_args(Decay)
 
 
 def learning_rate(step: int, steps: int, *, peak: float = 1.0, warmup: int = 0, decay: str = "cosine",
