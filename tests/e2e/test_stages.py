@@ -44,7 +44,7 @@ def test_the_readme_pipeline_runs_from_python_without_the_cli(tmp_path):
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     example = re.search(r"## Where things live.*?```python\n(.*?)```", readme, re.S).group(1)
     small = example.replace("tokens=20_000", "tokens=12_000")
-    probe = ("import sys\n" + small + 'assert metrics["represented"] > 0\n'
+    probe = ("import sys\n" + small + 'assert metrics["represented"] > 0 and report["polysemanticity"]["status"] == "ok"\n'
              'shell = sorted(m for m in sys.modules if m.startswith(("codec_cli.cli", "typer")))\n'
              'print("shell:", shell)\n')
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True)
