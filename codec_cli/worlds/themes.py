@@ -35,7 +35,7 @@ weights, the corpus seed the data, and `threads` the number of CPU threads it tr
 same config writes the same bytes. Another `threads`, or another CPU, whose float kernels
 round differently (AVX-512, AVX2, ARM), gives other weights: close to the shipped ones,
 not equal, and no test measures by how much. What carries over is what
-tests/test_themes_world.py checks of the shipped world (docs/worlds.md): the loss at the
+tests/e2e/test_themes_world.py checks of the shipped world (docs/worlds.md): the loss at the
 corpus's entropy, the cycles followed, the SAE's bounds. The default config trains in a
 few minutes on two CPU cores. A saved model is plain files, no pickle: the weights
 (safetensors), the `HookedTransformerConfig` (JSON) and the tokenizer (JSON).

@@ -25,7 +25,7 @@ torch and sae-lens, the same config writes the same bytes. On another CPU the fl
 kernels (AVX-512, AVX2, ARM; MKL or another BLAS) round differently and training carries
 the differences along: from AVX-512 to AVX2 kernels the model's W moved by about 3e-7 and
 the trained SAE's weights by about 4e-3. The samples themselves are the same everywhere.
-tests/test_world.py holds a rebuild to stated tolerances of the shipped world, never to
+tests/e2e/test_world.py holds a rebuild to stated tolerances of the shipped world, never to
 its bytes.
 """
 
