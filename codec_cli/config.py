@@ -175,7 +175,8 @@ def choices(tp: Any) -> tuple | None:
 
 def check(cfg: Any, positive: tuple[str, ...] = (), at_least_zero: tuple[str, ...] = ()) -> None:
     """The checks every config needs: each `Literal` field holds one of its choices, each of
-    `positive` is above 0 and each of `at_least_zero` is not negative (None passes: unset).
+    `positive` is above 0 and each of `at_least_zero` is not negative, and both are finite
+    (None passes: unset).
     Failures name the field (errors.BadParameter)."""
     hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
@@ -183,6 +184,10 @@ def check(cfg: Any, positive: tuple[str, ...] = (), at_least_zero: tuple[str, ..
         value = getattr(cfg, f.name)
         if allowed and value is not None and value not in allowed:
             raise BadParameter(f.name, f"must be one of {', '.join(map(str, allowed))}, not {value!r}")
+    for name in (*positive, *at_least_zero):
+        value = getattr(cfg, name)
+        if isinstance(value, float) and math.isinf(value):  # NaN fails the checks below
+            raise BadParameter(name, f"must be a finite number, got {value}")
     for name in positive:
         value = getattr(cfg, name)
         if value is not None and not value > 0:  # a count's least value is 1; a rate's is anything above 0

@@ -51,7 +51,7 @@ import warnings
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -62,8 +62,9 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from codec_cli.worlds.themes_corpus import (CYCLES, ThemesCorpusConfig, build_tokenizer, cycle_members, documents,
                               exact_corpus_entropy, ground_truth, load_tokenizer, save_tokenizer, token_batches,
                               token_logprobs, vocabulary)
+from codec_cli import config as configs
 from codec_cli.config import SAETrainConfig
-from codec_cli.errors import ArtifactError, BadInput
+from codec_cli.errors import ArtifactError, BadInput, BadParameter
 from codec_cli.nn import sae as saes
 from codec_cli.nn import schedule
 from codec_cli.sources import models
@@ -78,7 +79,6 @@ _PLANE_SEED = 7_000_003
 _REPORT_EVERY = 10
 # Activations whose hook names match the rest of transformer-lens's MLPs (the "_ln"
 # ones add a hook, the exotic ones are not worth a CLI choice).
-_ACTIVATIONS = ("relu", "gelu", "gelu_new", "silu")
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -118,7 +118,7 @@ class ThemesModelConfig:
     """MLP neurons per layer (at blocks.L.mlp.hook_post)."""
     # ReLU rather than GELU: exact zeros give each neuron a well-defined firing set, which
     # is what questions about features packed into neurons ask about; the loss is the same.
-    act_fn: str = "relu"
+    act_fn: Literal["relu", "gelu", "gelu_new", "silu"] = "relu"
     """MLP activation: relu, gelu, gelu_new or silu."""
     steps: int = 1500
     """Optimiser steps."""
@@ -147,26 +147,12 @@ class ThemesModelConfig:
 
     def __post_init__(self) -> None:
         _ = self.corpus  # ThemesCorpusConfig checks the corpus fields, with the same flag names
-        for name in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "steps", "batch_size",
-                     "eval_docs", "threads"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise BadInput(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        for name in ("warmup", "seed"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise BadInput(f"--{name} must be a non-negative integer, got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < math.inf):
-            raise BadInput(f"--lr must be a positive number, got {self.lr!r}")
-        if not (isinstance(self.cycle_radius, (int, float)) and 0 <= self.cycle_radius < math.inf):
-            raise BadInput(f"--cycle-radius must be a number >= 0, got {self.cycle_radius!r}")
+        configs.check(self, positive=("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "steps", "batch_size",
+                                      "eval_docs", "threads", "lr"),
+                      at_least_zero=("warmup", "seed", "cycle_radius", "weight_decay"))
         if self.cycle_radius > 0 and self.d_model <= 2 * len(CYCLES):
-            raise BadInput(f"--d-model must be over {2 * len(CYCLES)} to hold a plane per cycle off LayerNorm's "
-                           f"all-ones direction, got {self.d_model}; or --cycle-radius 0")
-        if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < math.inf):
-            raise BadInput(f"--weight-decay must be a number >= 0, got {self.weight_decay!r}")
-        if self.act_fn not in _ACTIVATIONS:
-            raise BadInput(f"--act-fn must be one of {', '.join(_ACTIVATIONS)}, got {self.act_fn!r}")
+            raise BadParameter("d_model", f"must be over {2 * len(CYCLES)} to hold a plane per cycle off LayerNorm's "
+                               f"all-ones direction, got {self.d_model}; or set cycle_radius to 0")
 
     @property
     def corpus(self) -> ThemesCorpusConfig:

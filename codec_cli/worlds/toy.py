@@ -90,15 +90,10 @@ class ToyConfig:
         # Configs read back from JSON carry lists; store tuples so the config stays hashable.
         for name in ("exclusive_groups", "cooccur_groups"):
             object.__setattr__(self, name, tuple(tuple(int(i) for i in g) for g in getattr(self, name)))
-        for name in ("n_features", "n_hidden", "steps", "batch_size", "n_instances"):
-            if getattr(self, name) < 1:
-                raise BadInput(f"toy: {name} must be at least 1, got {getattr(self, name)}")
+        configs.check(self, positive=("n_features", "n_hidden", "steps", "batch_size", "n_instances",
+                                      "importance_decay", "lr"))
         if not 0.0 <= self.sparsity < 1.0:
             raise BadInput(f"toy: sparsity must be in [0, 1), got {self.sparsity}")
-        if self.importance_decay <= 0:
-            raise BadInput(f"toy: importance_decay must be positive, got {self.importance_decay}")
-        if self.lr <= 0:
-            raise BadInput(f"toy: lr must be positive, got {self.lr}")
         if self.seed < 0:
             raise BadInput(f"toy: seed must be non-negative, got {self.seed}")
         seen: set[int] = set()
@@ -314,8 +309,7 @@ class Config(ToyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.sae_k <= 0 or self.sae_steps <= 0 or self.n_samples <= 0 or self.sae_expansion <= 0:
-            raise BadInput("toy: sae_k, sae_steps, sae_expansion and n_samples must be positive")
+        configs.check(self, positive=("sae_k", "sae_steps", "sae_expansion", "n_samples"))
         saes.width(_sae_config(self), self.n_hidden)  # a k wider than the SAE fails now, not after training
 
 
