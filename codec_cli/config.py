@@ -114,6 +114,20 @@ def coerce(tp: Any, text: str) -> Any:
     raise ValueError(f"cannot read a {tp!r} from the command line")
 
 
+def literal(text: str) -> Any:
+    """A value given without a type to read it as (`--model-kwarg KEY=VALUE`): true or false
+    (as `coerce` reads them), a JSON number, list or null, or else the text itself."""
+    import json
+
+    low = text.strip().lower()
+    if low in _TRUE - {"1"} or low in _FALSE - {"0"}:  # "1" and "0" stay numbers
+        return low in _TRUE
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def pairs(items: list[str]) -> dict[str, str]:
     """`["a=1", "b=x"]` -> `{"a": "1", "b": "x"}`, refusing an item without `=`."""
     out = {}

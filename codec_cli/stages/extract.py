@@ -68,21 +68,10 @@ def output(cfg: ExtractConfig, index: int, ranks: int) -> Path:
     return Path(text.replace("{rank}", str(index)))
 
 
-def _literal(text: str) -> Any:
-    """A --model-kwarg value: true/false, a number, or else the string itself."""
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 def model_kwargs(asked: list[str], sae_meta) -> dict:
     """The user's options, overridden by the SAE's `model_from_pretrained_kwargs`: the SAE
     was trained on activations made with those, and reads nothing else correctly."""
-    mine = {k: _literal(v) for k, v in config.pairs(asked).items()}
+    mine = {k: config.literal(v) for k, v in config.pairs(asked).items()}
     theirs = dict(getattr(sae_meta, "model_from_pretrained_kwargs", None) or {})
     for key, value in theirs.items():
         if key in mine and mine[key] != value:

@@ -47,7 +47,7 @@ from typing import Iterator, Sequence
 import polars as pl
 import torch
 
-from codec_cli.errors import BadInput
+from codec_cli.errors import BadInput, BadParameter
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 PAD, BOS, EOS, UNK = range(len(SPECIALS))
@@ -441,7 +441,7 @@ def token_batches(cfg: ThemesCorpusConfig = ThemesCorpusConfig(), batch_size: in
     """Int64 tensors [batch_size, n_ctx], one document per row, BOS in column 0;
     endless if n_batches is None. Train on every position: there is no padding."""
     if batch_size < 1:
-        raise BadInput(f"--batch-size must be positive, got {batch_size}")
+        raise BadParameter("batch_size", f"must be at least 1, got {batch_size}")
     docs = documents(cfg, None if n_batches is None else n_batches * batch_size, seed)
     made = 0
     while n_batches is None or made < n_batches:

@@ -86,3 +86,9 @@ def test_cli_is_a_projection_of_the_config():
 def test_groups_syntax():
     assert config.coerce(tuple[tuple[int, ...], ...], "0+1,2+3+4") == ((0, 1), (2, 3, 4))
     assert config.coerce(tuple[tuple[int, ...], ...], "") == ()
+
+
+def test_a_value_without_a_type_is_read_as_coerce_reads_booleans():
+    """`--model-kwarg KEY=VALUE` has no field type: one reader, sharing coerce's booleans."""
+    assert [config.literal(t) for t in ("true", "No", "1", "0", "2.5", "null", "[1, 2]", "gpt2")] == \
+        [True, False, 1, 0, 2.5, None, [1, 2], "gpt2"]
