@@ -335,9 +335,9 @@ def check_output(out: Path, kind: str | None = None) -> None:
     if not out.is_dir():
         raise BadInput(f"{out}: exists and is not a codec artifact; refusing to replace it", hint=hint)
     found = None
-    for name, key in ((MANIFEST, "kind"), (MARK, "kind")):
+    for name in (MANIFEST, MARK):  # the mark stands in for a manifest that make deleted
         try:
-            found = json.loads((out / name).read_bytes()).get(key)
+            found = json.loads((out / name).read_bytes()).get("kind")
             break
         except (OSError, ValueError, AttributeError):
             continue

@@ -49,13 +49,16 @@ def learning_rate(cfg: SqueezeConfig, step: int, steps: int) -> float:
 
 
 def feature_stats(art) -> dict[str, np.ndarray]:
-    """Per feature: count, frequency and max (features.parquet, or counted from the shards)."""
-    if "features.parquet" in art.manifest["files"]:
+    """Per feature: count, frequency and max (features.parquet, or counted from the shards).
+    Reads and checks every shard either way, so that bad data is refused now, not halfway
+    through training."""
+    stats = None if "features.parquet" in art.manifest["files"] else Stats(art.attrs["d_sae"])
+    for shard in art.topk():
+        if stats is not None:
+            stats.add({"indices": shard.indices, "values": shard.values})
+    if stats is None:
         t = art.table("features.parquet", ["count", "frequency", "max"])
         return {c: t[c].to_numpy() for c in ("count", "frequency", "max")}
-    stats = Stats(art.attrs["d_sae"])
-    for shard in art.topk():
-        stats.add({"indices": shard.indices, "values": shard.values})
     t = stats.table()
     return {c: t[c] for c in ("count", "frequency", "max")}
 
@@ -257,8 +260,6 @@ def squeeze(cfg: SqueezeConfig) -> dict:
     stored_k = art.attrs.get("k")
     if isinstance(stored_k, int) and cfg.k > stored_k:
         info(f"note: the features keep {stored_k} per token; --k {cfg.k} leaves the rest of the slots empty")
-    for _ in art.topk():  # every shard checked now, not halfway through training
-        pass
     stats = feature_stats(art)
     weight_np = importance(cfg.importance, stats)
     batches = Batches(art, cfg.k, cfg.batch_size, cfg.buffer_rows, cfg.eval_rows, cfg.seed)

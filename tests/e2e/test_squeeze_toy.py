@@ -74,15 +74,9 @@ def test_the_kept_restart_is_the_best_on_held_out_rows(pentagon) -> None:
     assert (table["mse"] < table["codec_mse"] * 1.5).all() and (table["fvu"] < 0.2).all()
 
 
-@pytest.fixture(scope="module")
-def antipodal(toy_antipodal):
+def test_moderate_sparsity_gives_two_antipodal_pairs(toy_antipodal) -> None:
     # S=0.8, importance 0.9**i, --no-faithfulness: squeezed once per session (conftest.py).
     _, out, metrics = toy_antipodal
-    return out, metrics
-
-
-def test_moderate_sparsity_gives_two_antipodal_pairs(antipodal) -> None:
-    out, metrics = antipodal
     W = directions(out)
     D = feature_dimensionality(W)
     kept = [i for i in range(5) if 0.47 <= D[i] <= 0.53]
@@ -94,15 +88,9 @@ def test_moderate_sparsity_gives_two_antipodal_pairs(antipodal) -> None:
     assert pl.read_parquet(out / "features.parquet")["status"][4] == "dropped"
 
 
-@pytest.fixture(scope="module")
-def dense(toy_dense):
+def test_dense_features_keep_the_two_most_important(toy_dense) -> None:
     # S=0, importance 0.9**i, --no-faithfulness: squeezed once per session (conftest.py).
     _, out, metrics = toy_dense
-    return out, metrics
-
-
-def test_dense_features_keep_the_two_most_important(dense) -> None:
-    out, metrics = dense
     D = feature_dimensionality(directions(out))
     assert (D[:2] > 0.95).all() and (D[2:] < 0.05).all(), D
     assert metrics["represented"] == 2 and metrics["dropped"] == 3
