@@ -9,9 +9,9 @@ the neurons (a linear Squeezer's codes are only defined up to one):
 - groups (tegum factors): features whose codes interfere, linked by |cos| ≥
   `interference`, each named by its size and the dimension it spans (antipodal pair,
   pentagon, …);
-- circles: how well a group's codes lie on a circle in their top-2 plane, in order when
-  the members have a natural order (weekdays, months), against random groups of the
-  same size.
+- circles: how well a group's codes lie on a circle in their top-2 plane, against random
+  groups of the same size, and, when the members have a natural order (weekdays,
+  months), whether they go round it in that order, against their own labels shuffled.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ class Params:
     """A group is regular when every member's D is within this relative tolerance of dimensions/size."""
     random_groups: int = 1000
     """Random groups of the same size drawn for each circle score's chance baseline."""
+    permutations: int = 1000
+    """Shuffles of a labelled group's positions drawn for its order's baseline (every ordering when there are fewer)."""
     group_by: str = "cycle"
     """Token-table column naming the ordered groups (needs a features artifact), e.g. weekday / month."""
     order_by: str = "cycle_position"
@@ -63,6 +65,7 @@ class Params:
                 (0 < self.rank_tol < 1, "rank_tol", "a share of the largest singular value must be between 0 and 1"),
                 (self.regular_tol >= 0, "regular_tol", "a relative tolerance cannot be negative"),
                 (self.random_groups >= 0, "random_groups", "a count cannot be negative"),
+                (self.permutations >= 0, "permutations", "a count cannot be negative"),
                 (0 < self.label_share <= 1, "label_share", "a share of the mass must be above 0 and at most 1"),
                 (0 <= self.concentration <= 1, "concentration", "a mean resultant length is between 0 and 1")):
             refuse_unless(ok, "polytope", key, getattr(self, key), rule)
@@ -174,16 +177,12 @@ def name_group(size: int, rank: int, cos, D, regular_tol: float) -> tuple[str, b
 # ----------------------------------------------------------------- circles
 
 
-def circle_scores(V, positions=None, period=None):
-    """How well each of n groups of g unit codes V [n, g, M] lies on a circle.
-
-    Centred and projected on the top-2 principal plane: planarity = (s1² + s2²) / Σ s²,
-    roundness = max(0, 1 − std(r) / mean(r)) for the radii r in that plane, and, given
-    positions [n, g] round a cycle of `period`, order = |mean_k e^{i(±θ_k − 2π p_k/period)}|
-    (the better of the two orientations) for the members' angles θ_k in the plane: 1 when
-    every member sits at the angle its position calls for, up to a rotation, and about
-    1/√g for angles that ignore the positions. Returns (planarity, roundness, order)
-    arrays [n], order None without positions."""
+def circle_plane(V):
+    """(planarity, roundness, θ) of each of n groups of g unit codes V [n, g, M]: centred and
+    projected on the top-2 principal plane, planarity = (s1² + s2²) / Σ s², roundness =
+    max(0, 1 − std(r) / mean(r)) for the radii r in that plane, θ [n, g] the members' angles
+    there (the plane's axes are the Gram matrix's eigenvectors, so θ is fixed only up to a
+    rotation and a reflection)."""
     import numpy as np
 
     X = V - V.mean(1, keepdims=True)
@@ -195,21 +194,82 @@ def circle_scores(V, positions=None, period=None):
     r = np.linalg.norm(P, axis=2)
     mean_r = r.mean(1)
     roundness = np.where(mean_r > 0, np.clip(1 - r.std(1) / np.where(mean_r > 0, mean_r, 1), 0, None), 0.0)
-    if positions is None:
-        return planarity, roundness, None
-    theta = np.arctan2(P[..., 1], P[..., 0])
+    return planarity, roundness, np.arctan2(P[..., 1], P[..., 0])
+
+
+def fit(theta, positions, period):
+    """The mean resultant z = mean_k e^{i(±θ_k − 2π p_k/period)} of each orientation ±, as [2, …]:
+    |z| is how well the angles follow the positions, arg z the rotation between them."""
+    import numpy as np
+
     phi = 2 * np.pi * np.asarray(positions, dtype=np.float64) / period
-    order = np.maximum(np.abs(np.exp(1j * (theta - phi)).mean(1)), np.abs(np.exp(1j * (-theta - phi)).mean(1)))
-    return planarity, roundness, order
+    return np.stack([np.exp(1j * (theta - phi)).mean(-1), np.exp(1j * (-theta - phi)).mean(-1)])
+
+
+def order_of(theta, positions, period):
+    """order = max_± |mean_k e^{i(±θ_k − 2π p_k/period)}|, over the last axis (broadcast):
+    1 when every member sits at the angle its position calls for, up to a rotation and
+    either way round. The one rule for the score and for its permutation baseline."""
+    import numpy as np
+
+    return np.abs(fit(theta, positions, period)).max(0)
+
+
+def circle_scores(V, positions=None, period=None):
+    """(planarity, roundness, order) arrays [n] of n groups of g unit codes V [n, g, M]
+    (circle_plane), order (order_of) given positions [n, g] round a cycle of `period`,
+    None without them."""
+    planarity, roundness, theta = circle_plane(V)
+    return planarity, roundness, None if positions is None else order_of(theta, positions, period)
+
+
+def member_angles(theta, positions=None, period=None):
+    """A group's angles θ [g] in [0, 2π), with the plane's rotation and reflection fixed so
+    that they can be compared: given positions, turned (and flipped) to fit 2π p/period
+    best, so a circle in order has angle ≈ 2π p/period; without, the first member at 0 and
+    the second in [0, π]."""
+    import numpy as np
+
+    if positions is None:
+        a = theta - theta[0]
+        if len(a) > 1 and np.sin(a[1]) < 0:
+            a = -a
+    else:
+        z = fit(theta, positions, period)
+        best = int(np.abs(z[1]) > np.abs(z[0]))  # the orientation order_of keeps
+        a = (-theta if best else theta) - np.angle(z[best])
+    return np.mod(a, 2 * np.pi)
+
+
+def order_null(theta, positions, period, n: int, rng):
+    """order_of the angles θ [g] with the positions shuffled over the members: every ordering
+    when there are at most n (exact), else n random ones; none when n < 1. The positions
+    keep their values, so the baseline has the group's own spacing and period. Returns
+    (orders, exact)."""
+    import math
+    from itertools import permutations
+
+    import numpy as np
+
+    positions = np.asarray(positions, dtype=np.float64)
+    if n < 1:
+        return None, False
+    exact = math.factorial(len(positions)) <= n
+    if exact:
+        shuffled = np.array(list(permutations(positions)))
+    else:
+        shuffled = rng.permuted(np.tile(positions, (n, 1)), axis=1)
+    return order_of(theta[None], shuffled, period), exact
 
 
 def circle_score(U, groups, positions=None, period=None):
-    """planarity × roundness (× order given positions round a cycle of `period`) of groups [n, g] of rows of U."""
+    """planarity × roundness (× order given positions round a cycle of `period`) of groups [n, g]
+    of rows of U: (score, (planarity, roundness, order, θ))."""
     import numpy as np
 
-    pl, rd, od = circle_scores(U[groups], None if positions is None else np.broadcast_to(positions, groups.shape),
-                               period)
-    return pl * rd * (1 if od is None else od), (pl, rd, od)
+    pl, rd, theta = circle_plane(U[groups])
+    od = None if positions is None else order_of(theta, np.broadcast_to(positions, groups.shape), period)
+    return pl * rd * (1 if od is None else od), (pl, rd, od, theta)
 
 
 def random_scores(U, size: int, positions, n: int, rng, period=None):
@@ -224,11 +284,14 @@ def random_scores(U, size: int, positions, n: int, rng, period=None):
                         period)[0]
 
 
-def against(score: float, null) -> dict:
-    """A score beside its random-group baseline: mean, and p = (1 + #random ≥ score) / (1 + n)."""
+def against(score: float, null, exact: bool = False) -> dict:
+    """A score beside its baseline: mean, and p = (1 + #baseline ≥ score) / (1 + n), or
+    #baseline ≥ score / n when the baseline is exact (every ordering, the observed one among them)."""
     if null is None:
         return {"chance": None, "p": None}
-    return {"chance": float(null.mean()), "p": float((1 + (null >= score - 1e-12).sum()) / (1 + len(null)))}
+    at_least = (null >= score - 1e-12).sum()
+    p = at_least / len(null) if exact else (1 + at_least) / (1 + len(null))
+    return {"chance": float(null.mean()), "p": float(p)}
 
 
 def ordered_groups(features, p: Params, rep, F: int, log):
@@ -330,7 +393,7 @@ class Polytope(Analysis):
         comp = number[comp]
         outside = outside_cosine(U, comp)
         nulls = {}  # circle-score baselines by group size
-        groups = []
+        groups, angles = [], []
         for g, local in enumerate(np.split(np.argsort(comp, kind="stable"), np.cumsum(np.sort(sizes)[::-1])[:-1])):
             V = U[local]
             s = np.linalg.svd(V, compute_uv=False)
@@ -346,24 +409,33 @@ class Polytope(Analysis):
                    "circle_planarity": None, "circle_roundness": None, "circle_score": None,
                    "circle_chance": None, "circle_p": None}
             if len(local) >= 3:
-                score, (pl_, rd, _) = circle_score(U, local[None])
+                score, (pl_, rd, _, theta) = circle_score(U, local[None])
                 if len(local) not in nulls:
                     nulls[len(local)] = random_scores(U, len(local), None, p.random_groups, rng)
                 c = against(score[0], nulls[len(local)])
                 row.update(circle_planarity=pl_[0], circle_roundness=rd[0], circle_score=score[0],
                            circle_chance=c["chance"], circle_p=c["p"])
+                angles += angle_rows(idx[local], member_angles(theta[0]), group=g)
             groups.append(row)
 
-        # Circles of the labelled groups, in their order, against random groups in a random order.
+        # Circles of the labelled groups, in their order, against random groups in a random order;
+        # their order also against their own positions shuffled, for a group can be a fine circle
+        # (which random groups are not) in any order. The shuffles draw from a generator of their
+        # own, so that they leave the random groups' draws as they were.
         labelled, ordered = ordered_groups(ctx.inputs.get("features"), p, rep, F, ctx.log)
         circles = []
+        shuffle = np.random.default_rng((p.seed, 1))
         for label, (members, positions, period) in ordered.items():
             local = np.searchsorted(idx, members)
-            score, (pl_, rd, od) = circle_score(U, local[None], positions, period)
+            score, (pl_, rd, od, theta) = circle_score(U, local[None], positions, period)
             c = against(score[0], random_scores(U, len(local), positions, p.random_groups, rng, period))
+            o = against(od[0], *order_null(theta[0], positions, period, p.permutations, shuffle))
             circles.append({"label": label, "size": len(local), "members": members.tolist(),
                             "positions": positions.tolist(), "period": period, "planarity": pl_[0],
-                            "roundness": rd[0], "order": od[0], "score": score[0], **c})
+                            "roundness": rd[0], "order": od[0], "order_chance": o["chance"], "order_p": o["p"],
+                            "score": score[0], **c})
+            angles += angle_rows(members, member_angles(theta[0], positions, period), label=label,
+                                 positions=positions)
 
         Drep = D[rep]
         named: dict[str, int] = {}
@@ -382,7 +454,8 @@ class Polytope(Analysis):
                             for k, v in near_fractions(D_chance, p.regular_tol).items()},
             "named": dict(sorted(named.items(), key=lambda kv: (-kv[1], kv[0]))),
             "labelled": labelled,
-            "circles": [{k: c[k] for k in ("label", "size", "score", "chance", "p")} for c in circles],
+            "circles": [{k: c[k] for k in ("label", "size", "score", "chance", "p", "order", "order_chance",
+                                           "order_p")} for c in circles],
         }
         if D_col is not None:
             summary["mean_D_col"] = D_col[rep].mean()
@@ -394,7 +467,8 @@ class Polytope(Analysis):
                     f"one group; -p interference=… higher finds tighter groups")
         for c in circles:
             ctx.log(f"polytope: {p.group_by} {c['label']} ({c['size']} features) circle score {c['score']:.3f}, "
-                    f"random groups {_fmt(c['chance'])} (p {_fmt(c['p'])})")
+                    f"random groups {_fmt(c['chance'])} (p {_fmt(c['p'])}); order {c['order']:.3f}, "
+                    f"shuffled positions {_fmt(c['order_chance'])} (p {_fmt(c['order_p'])})")
 
         group_of = np.full(F, -1, dtype=np.int64)
         group_of[idx] = comp
@@ -409,10 +483,18 @@ class Polytope(Analysis):
             figures["groups"] = groups_figure(drawn, pk.W_enc)
         if circles:
             figures["circles"] = circles_figure(circles, pk.W_enc, p.group_by)
-        group_schema, circle_schema = schemas()
+        group_schema, circle_schema, angle_schema = schemas()
         return Result(summary=summary, figures=figures,
                       tables={"features": features, "groups": pl.DataFrame(groups, schema=group_schema),
-                              "circles": pl.DataFrame(circles, schema=circle_schema)})
+                              "circles": pl.DataFrame(circles, schema=circle_schema),
+                              "angles": pl.DataFrame(angles, schema=angle_schema)})
+
+
+def angle_rows(features, angle, group=None, label=None, positions=None) -> list[dict]:
+    """angles.parquet's rows for one circle: an unlabelled group's (by number) or a labelled one's (by label)."""
+    return [{"group": group, "label": label, "feature": int(f), "angle": float(a),
+             "position": None if positions is None else float(positions[k])}
+            for k, (f, a) in enumerate(zip(features, angle))]
 
 
 def _fmt(x) -> str:
@@ -420,7 +502,7 @@ def _fmt(x) -> str:
 
 
 def schemas():
-    """The column types of groups.parquet and circles.parquet, fixed even when a table is empty."""
+    """The column types of groups.parquet, circles.parquet and angles.parquet, fixed even when a table is empty."""
     import polars as pl
 
     f, i = pl.Float64, pl.Int64
@@ -429,9 +511,10 @@ def schemas():
               "max_outside_cos": f, "circle_planarity": f, "circle_roundness": f, "circle_score": f,
               "circle_chance": f, "circle_p": f}
     circles = {"label": pl.String, "size": i, "members": pl.List(i), "positions": pl.List(f), "period": i,
-               "planarity": f,
-               "roundness": f, "order": f, "score": f, "chance": f, "p": f}
-    return groups, circles
+               "planarity": f, "roundness": f, "order": f, "order_chance": f, "order_p": f, "score": f, "chance": f,
+               "p": f}
+    angles = {"group": i, "label": pl.String, "feature": i, "angle": f, "position": f}
+    return groups, circles, angles
 
 
 # ----------------------------------------------------------------- figures
@@ -503,7 +586,7 @@ def circles_figure(circles, W, group_by: str):
     import numpy as np
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4 * len(circles), 4.4), layout="constrained")
+    fig = Figure(figsize=(4 * len(circles), 4.9), layout="constrained")
     for ax, c in zip(fig.subplots(1, len(circles), squeeze=False).ravel(), circles):
         P = plane(unit(W[c["members"]]), centre=True)
         loop = np.r_[np.arange(len(P)), 0]  # members come sorted by position: joined in order, and round again
@@ -516,6 +599,7 @@ def circles_figure(circles, W, group_by: str):
         ax.set(aspect="equal", xticks=[], yticks=[])
         ax.margins(0.15)
         ax.set_title(f"{group_by} {c['label']}: {c['size']} features\ncircle score {c['score']:.2f}; "
-                     f"random groups {_fmt(c['chance'])}, p {_fmt(c['p'])}", fontsize=9)
+                     f"random groups {_fmt(c['chance'])}, p {_fmt(c['p'])}\norder {c['order']:.2f}; "
+                     f"positions shuffled {_fmt(c['order_chance'])}, p {_fmt(c['order_p'])}", fontsize=9)
     fig.suptitle("polytope: labelled groups on their top-2 plane, joined in order")
     return fig

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from codec_cli.artifacts import ArtifactWriter, open_artifact
 from codec_cli.cli import app
 from codec_cli.cli.console import settings
-from codec_plugins.polytope import circle_scores
+from codec_plugins.polytope import against, circle_plane, circle_scores, member_angles, order_null
 
 NO_FAITHFULNESS = ("--no-faithfulness",)
 
@@ -33,21 +33,37 @@ def analyzed(root, *inputs, params=()):
     return summary, pl.read_parquet(out / "groups.parquet"), pl.read_parquet(out / "features.parquet")
 
 
+def circular(a):
+    """Angles (radians) brought into [−π, π)."""
+    return (np.asarray(a) + np.pi) % (2 * np.pi) - np.pi
+
+
 @pytest.fixture(scope="module")
 def pentagon(tmp_path_factory):
     root = tmp_path_factory.mktemp("pentagon")
     _, sq, _ = squeezed.toy(root, sparsity=0.95, squeeze=NO_FAITHFULNESS)
-    return analyzed(root, sq)
+    return *analyzed(root, sq), root / "analysis" / "polytope"
 
 
 def test_the_pentagon_is_named_with_every_D_at_two_fifths(pentagon) -> None:
-    summary, groups, features = pentagon
+    summary, groups, features, _ = pentagon
     assert summary["named"] == {"pentagon": 1} and summary["labelled"] is None  # the toy has no cycle labels
     (group,) = groups.to_dicts()
     assert group["regular"] and (group["size"], group["rank"]) == (5, 2) and group["members"] == [0, 1, 2, 3, 4]
     assert features["D"].is_between(0.38, 0.42).all(), features["D"]
     assert summary["D_at"]["2/5"] == 5 and summary["D_at_chance"]["2/5"] < 2  # random codes rarely sit there
     assert summary["dimensions_per_feature"] == pytest.approx(0.31, abs=0.02)  # science.md: D* = 0.31
+
+
+def test_the_pentagon_members_have_angles_a_fifth_of_a_turn_apart(pentagon) -> None:
+    """An unlabelled group has no order to check, but its members' angles say where each sits."""
+    angles = pl.read_parquet(pentagon[3] / "angles.parquet")
+    assert angles["group"].to_list() == [0] * 5 and angles["feature"].to_list() == [0, 1, 2, 3, 4]
+    assert angles["label"].null_count() == 5 and angles["position"].null_count() == 5
+    a = angles["angle"].to_numpy()
+    assert a[0] == 0 and 0 <= a[1] <= np.pi  # the plane's turn and flip fixed by the first two members
+    gaps = np.diff(np.r_[np.sort(a), 2 * np.pi])
+    assert np.abs(gaps - 2 * np.pi / 5).max() < 0.1, gaps
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +132,18 @@ def calendar(path, rows: int = 20_000, distractors: int = 21, seed: int = 0):
     return path
 
 
+def labels(path, cycles: dict, d_sae: int):
+    """A features artifact that only labels: feature f of cycle c fires on one token, of
+    `cycle` c at `cycle_position` cycles[c][f], and nothing else fires."""
+    at = [(f, c, q) for c, places in cycles.items() for f, q in places.items()]
+    with ArtifactWriter(path, "features", command="test labels", attrs={"d_sae": d_sae, "k": 1}) as w:
+        w.write_topk(np.array([[f] for f, _, _ in at], np.int32), np.ones((len(at), 1), np.float32))
+        w.write_table("tokens/00000.parquet", pl.DataFrame({
+            "doc": np.arange(len(at)), "pos": np.zeros(len(at), np.int32), "cycle": [c for _, c, _ in at],
+            "cycle_position": pl.Series([q for _, _, q in at], dtype=pl.Int64)}))
+    return path
+
+
 @pytest.fixture(scope="module")
 def calendar_squeezed(tmp_path_factory):
     root = tmp_path_factory.mktemp("calendar")
@@ -138,22 +166,39 @@ def test_cyclic_features_lie_on_ordered_circles_above_random_groups(calendar_squ
     assert (circles["order"] > 0.95).all(), circles
     for c in summary["circles"]:
         assert c["score"] > 0.5 and c["score"] > 3 * c["chance"] and c["p"] <= 0.002, c
+        # in order too: shuffled positions rarely do as well (7 weekdays cannot go below 14/7! = 0.0028)
+        assert c["order_p"] <= 0.01 and c["order_chance"] < 0.5, c
     assert (root / "analysis" / "polytope" / "circles.png").is_file()
+    angles = pl.read_parquet(root / "analysis" / "polytope" / "angles.parquet").filter(pl.col("label").is_not_null())
+    for c in circles.iter_rows(named=True):  # angles turned to fit the positions: in order, 2π p / n
+        mine = angles.filter(pl.col("label") == c["label"])
+        assert mine["feature"].to_list() == c["members"] and mine["position"].to_list() == c["positions"]
+        assert np.abs(circular(mine["angle"] - 2 * np.pi * mine["position"] / c["period"])).max() < 0.1, mine
+
+
+def test_a_circle_labelled_out_of_order_is_a_circle_but_not_in_order(calendar_squeezed, tmp_path) -> None:
+    """The calendar's circles, the months labelled in a shuffled order and the weekdays in
+    theirs: the months still beat random groups (they are a circle) but not their own
+    positions shuffled (they are not in order)."""
+    _, _, sq = calendar_squeezed
+    shuffled = [11, 7, 2, 10, 0, 1, 4, 6, 9, 5, 3, 8]
+    features = labels(tmp_path / "labels", {"month": dict(enumerate(shuffled)),
+                                           "weekday": {12 + q: q for q in range(7)}}, d_sae=40)
+    summary, _, _ = analyzed(tmp_path, rewritten(sq, tmp_path / "squeezer", features), features)
+    month, weekday = summary["circles"]
+    assert month["label"] == "month" and month["size"] == 12, month
+    assert month["p"] <= 0.01 and month["order"] < 0.5 and month["order_p"] > 0.2, month
+    assert month["order_chance"] == pytest.approx(0.35, abs=0.03)  # the order of a shuffled 12-gon (docs)
+    assert weekday["order"] > 0.95 and weekday["order_p"] <= 0.01, weekday
 
 
 def test_the_analysis_does_not_see_a_rotation_of_the_neurons(calendar_squeezed, tmp_path) -> None:
     """Linear neurons can be rotated without changing the Squeezer: nor may the analysis change."""
     root, features, sq = calendar_squeezed
-    original = open_artifact(sq)
     w = load_file(sq / "weights.safetensors")
     q, r = np.linalg.qr(np.random.default_rng(1).standard_normal((8, 8)))
-    rotated = {**w, "W_enc": w["W_enc"] @ q, "W_dec": q.T @ w["W_dec"], "b_enc": w["b_enc"] @ q}
-    with ArtifactWriter(tmp_path / "rotated", "squeezer", command="test rotation", inputs=[open_artifact(features)],
-                        attrs=original.attrs) as out:
-        for name in original.files():
-            if name != "weights.safetensors":
-                out.write_bytes(name, original.read_bytes(name))
-        out.write_tensors("weights.safetensors", {k: v.astype(np.float32) for k, v in rotated.items()})
+    rewritten(sq, tmp_path / "rotated", features,
+              {**w, "W_enc": w["W_enc"] @ q, "W_dec": q.T @ w["W_dec"], "b_enc": w["b_enc"] @ q})
     params = ("random_groups=200",)
     before = squeezed.analyze(sq, features, out=tmp_path / "a", plugin="polytope", params=params)
     after = squeezed.analyze(tmp_path / "rotated", features, out=tmp_path / "b", plugin="polytope", params=params)
@@ -161,6 +206,23 @@ def test_the_analysis_does_not_see_a_rotation_of_the_neurons(calendar_squeezed, 
         assert after[key] == pytest.approx(before[key], rel=1e-4, abs=1e-6), key
     for a, b in zip(before["circles"], after["circles"]):
         assert b["score"] == pytest.approx(a["score"], rel=1e-3) and b["p"] == a["p"]
+        assert b["order"] == pytest.approx(a["order"], rel=1e-3) and b["order_p"] == a["order_p"]
+    angles = [pl.read_parquet(tmp_path / x / "polytope" / "angles.parquet") for x in "ab"]
+    assert angles[0].drop("angle").equals(angles[1].drop("angle"))
+    assert np.abs(circular(angles[0]["angle"] - angles[1]["angle"])).max() < 1e-3
+
+
+def rewritten(sq, out, features, weights=None):
+    """A copy of the squeezer `sq` made from `features`, with other weights when given."""
+    original = open_artifact(sq)
+    with ArtifactWriter(out, "squeezer", command="test copy", inputs=[open_artifact(features)],
+                        attrs=original.attrs) as w:
+        for name in original.files():
+            if name != "weights.safetensors" or weights is None:
+                w.write_bytes(name, original.read_bytes(name))
+        if weights is not None:
+            w.write_tensors("weights.safetensors", {k: v.astype(np.float32) for k, v in weights.items()})
+    return out
 
 
 def test_circle_scores_know_a_circle_in_order_from_one_out_of_order() -> None:
@@ -177,6 +239,30 @@ def test_circle_scores_know_a_circle_in_order_from_one_out_of_order() -> None:
     assert 0.7 < swapped[0] < 0.95
     plan, rnd, _ = circle_scores(unit_rows(rng.standard_normal((7, 16)))[None])
     assert plan[0] < 0.8
+    theta = circle_plane(V[rng.permutation(7)][None])[2][0]  # the members in any order, unlabelled
+    gaps = np.diff(np.r_[np.sort(member_angles(theta)), 2 * np.pi])
+    assert gaps == pytest.approx(np.full(7, 2 * np.pi / 7))
+    theta = circle_plane(V[None])[2][0]
+    for positions in (np.arange(7), np.arange(7)[::-1]):  # labelled: turned and flipped onto 2π p / 7
+        assert circular(member_angles(theta, positions, 7) - 2 * np.pi * positions / 7) == pytest.approx(
+            np.zeros(7), abs=1e-9)
+
+
+# Mean order of a regular g-gon with its positions shuffled (docs/analyses.md "Circles").
+SHUFFLED_ORDER = {3: 1.0, 4: 0.667, 5: 0.571, 6: 0.525, 7: 0.484, 8: 0.444, 10: 0.391, 12: 0.352}
+
+
+@pytest.mark.parametrize("g", sorted(SHUFFLED_ORDER))
+def test_shuffled_positions_give_the_documented_order(g) -> None:
+    """order_null is the baseline the analysis reports as order_chance: exact (every
+    ordering) up to 6 members at the default 1000, a sample above. Every turn and flip of
+    a g-cycle's labels keeps the order, so p cannot go below 2g / g! = 2 / (g−1)!."""
+    theta = 2 * np.pi * np.arange(g) / g
+    null, exact = order_null(theta, np.arange(g), g, 50_000, np.random.default_rng(0))
+    assert null.mean() == pytest.approx(SHUFFLED_ORDER[g], abs=0.003 if exact else 0.006)
+    if exact:
+        assert against(1.0, null, exact)["p"] == pytest.approx(2 / np.prod(np.arange(1, g)))
+    assert order_null(theta, np.arange(g), g, 1000, np.random.default_rng(0))[1] == (g <= 6)
 
 
 def unit_rows(V):
