@@ -22,14 +22,18 @@ $(STAMP): pyproject.toml tests/example_plugin/pyproject.toml tests/example_plugi
 
 # The demo rebuilds the toy world from scratch, trains an SAE on the shipped themes
 # language model, extracts the themes world's SAE features (with its MLP neurons) and
-# squeezes them into 32 synthetic neurons, then runs every built-in analysis on them.
+# squeezes them into 32 synthetic neurons twice: linear neurons for the geometry
+# (polytope, superposition-tax) and ReLU neurons, whose basis is privileged, for the
+# neuron-level analyses (polysemanticity, or-gate; docs/analyses.md).
 demo: $(STAMP)
 	$(BIN)/codec world list
 	$(BIN)/codec world build toy --out demo/toy
 	$(BIN)/codec sae train themes --steps 500 --out demo/sae-themes
 	$(BIN)/codec extract themes --tokens 100000 --neurons blocks.0.mlp.hook_post --out demo/features
 	$(BIN)/codec squeeze demo/features --m 32 --k 8 --epochs 20 --rescale max --out demo/squeezer
-	$(BIN)/codec analyze demo/squeezer demo/features --out demo/analysis
+	$(BIN)/codec squeeze demo/features --m 32 --k 8 --epochs 20 --rescale max --neuron-act relu --out demo/squeezer-relu
+	$(BIN)/codec analyze demo/squeezer demo/features -P polytope,superposition-tax --out demo/analysis
+	$(BIN)/codec analyze demo/squeezer-relu demo/features -P polysemanticity,or-gate --out demo/analysis-relu
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

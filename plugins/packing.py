@@ -29,6 +29,10 @@ class Packing:
     """[F, M] the feature codes."""
     W_dec: np.ndarray
     """[M, F] the read-out directions."""
+    b_enc: np.ndarray
+    """[M] the neurons' biases (a ReLU neuron's firing threshold, ≤ 0)."""
+    typical: np.ndarray
+    """[F] each feature's mean activation where it fires, in the Squeezer's input units."""
     tied: bool
     neuron_act: str
     status: np.ndarray
@@ -68,6 +72,19 @@ class Packing:
         """Whether a neuron's sign means nothing: linear neurons can be rotated freely."""
         return self.neuron_act == "linear"
 
+    def drive(self, W_enc: np.ndarray | None = None) -> np.ndarray:
+        """[F, M] what neuron n does when feature i fires alone at its typical strength a_i.
+
+        ReLU neurons: ReLU(a_i W_enc[i, n] + b_enc[n]), the neuron's actual activation, so a
+        feature below the neuron's threshold drives nothing and a negative weight inhibits.
+        Linear neurons: |a_i W_enc[i, n]|, the size of the response, whose sign is arbitrary.
+        `W_enc` replaces the Squeezer's codes (e.g. rotated ones)."""
+        import numpy as np
+
+        W = self.W_enc if W_enc is None else W_enc
+        pre = self.typical[:, None] * W
+        return np.abs(pre) if self.sign_free() else np.maximum(pre + self.b_enc[None, :], 0.0)
+
 
 def open_packing(squeezer) -> Packing:
     """Read a squeezer artifact's weights and features table."""
@@ -81,8 +98,16 @@ def open_packing(squeezer) -> Packing:
     if W_dec.shape != (M, F) or len(feats) != F:
         raise BadInput(f"{squeezer.path}: weights and features.parquet disagree on the number of features",
                        hint="re-run codec squeeze")
+    b_enc = w.get("b_enc")
+    scale = w.get("scale")
+    # Squeezers written before features.parquet kept `mean` take one input unit as typical
+    # (a feature's largest activation under --rescale max).
+    typical = np.ones(F)
+    if "mean" in feats.columns:
+        typical = feats["mean"].to_numpy().astype(np.float64) / (np.ones(F) if scale is None else scale.astype(np.float64))
     imp = w.get("importance")
-    return Packing(W_enc=W_enc, W_dec=W_dec, tied=bool(squeezer.attrs.get("tied", True)),
+    return Packing(W_enc=W_enc, W_dec=W_dec, b_enc=np.zeros(M) if b_enc is None else b_enc.astype(np.float64),
+                   typical=typical, tied=bool(squeezer.attrs.get("tied", True)),
                    neuron_act=str(squeezer.attrs.get("neuron_act", "linear")),
                    status=feats["status"].to_numpy(), frequency=feats["frequency"].to_numpy().astype(np.float64),
                    importance=np.ones(F) if imp is None else imp.astype(np.float64),
@@ -102,9 +127,10 @@ class Roommates:
     that one `-p relative=…` sets them all alike."""
 
     relative: float = 0.3
-    """A neuron carries a feature whose |code weight| is at least this share of the neuron's largest."""
-    absolute: float = 0.1
-    """… and at least this |code weight|, in the Squeezer's input units (about 1 under --rescale max)."""
+    """A neuron carries a feature whose drive (its activation when the feature fires alone) is at least
+    this share of the neuron's largest …"""
+    absolute: float = 0.05
+    """… and at least this, in neuron activation units."""
 
     def __post_init__(self) -> None:
         refuse_unless(0 <= self.relative <= 1, "", "relative", self.relative,
@@ -112,20 +138,18 @@ class Roommates:
         refuse_unless(self.absolute >= 0, "", "absolute", self.absolute, "a |code weight| cannot be negative")
 
 
-def members(W_enc: np.ndarray, relative: float, absolute: float, among: np.ndarray | None = None):
-    """Which features each neuron carries: |W_enc[i, n]| ≥ `absolute` and ≥ `relative`
-    times the neuron's largest |weight|. Returns (feature, neuron, weight) arrays,
-    sorted by neuron then by |weight|, largest first. `among` masks the features allowed."""
+def members(drive: np.ndarray, relative: float, absolute: float, among: np.ndarray | None = None):
+    """Which features each neuron carries, from `Packing.drive` [F, M]: drive ≥ `absolute`
+    and ≥ `relative` times the neuron's largest. Returns (feature, neuron, drive) arrays,
+    sorted by neuron then by drive, largest first. `among` masks the features allowed."""
     import numpy as np
 
-    a = np.abs(W_enc)
-    if among is not None:
-        a = np.where(among[:, None], a, 0.0)
+    a = drive if among is None else np.where(among[:, None], drive, 0.0)
     top = a.max(0, keepdims=True)
     f, n = np.nonzero((a >= absolute) & (a >= relative * top) & (a > 0))
     order = np.lexsort((-a[f, n], n))
     f, n = f[order], n[order]
-    return f, n, W_enc[f, n]
+    return f, n, a[f, n]
 
 
 def roommate_pairs(feature: np.ndarray, neuron: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,10 +1,10 @@
 """polysemanticity: which features each synthetic neuron carries (docs/analyses.md).
 
-A neuron carries a represented feature when the feature's code weight on it is large
-both absolutely and relative to the neuron's largest weight. The chance baseline is the
-same count in randomly rotated neuron bases: a linear Squeezer's loss does not change
-under a rotation of its neurons, so only a count well away from the rotated one says
-that the basis lines features up with neurons.
+A neuron carries a represented feature when the feature drives it (its activation when
+that feature alone fires at its typical strength) both absolutely and relative to the
+neuron's strongest. The chance baseline is the same count in randomly rotated neuron
+bases: a linear Squeezer's loss does not change under a rotation of its neurons, so only
+a count well away from the rotated one says that the basis lines features up with neurons.
 """
 
 from __future__ import annotations
@@ -28,21 +28,28 @@ class Params(Roommates):
                       "the chance baseline needs at least 1 rotation")
 
 
-def counts(W, p: Params, among):
-    """(features per neuron [M], neurons per feature [F], member rows)."""
+def counts(pk, W, p: Params):
+    """(features per neuron [M], neurons per feature [F], member rows) of codes W."""
     import numpy as np
 
     from codec_plugins.packing import members
 
-    f, n, w = members(W, p.relative, p.absolute, among)
+    f, n, d = members(pk.drive(W), p.relative, p.absolute, pk.represented)
     F, M = W.shape
-    return np.bincount(n, minlength=M), np.bincount(f, minlength=F), (f, n, w)
+    return np.bincount(n, minlength=M), np.bincount(f, minlength=F), (f, n, d)
 
 
 def shares(per_neuron) -> dict:
     carrying = per_neuron[per_neuron > 0]
     return {"monosemantic_share": float((carrying == 1).mean()) if len(carrying) else None,
             "features_per_neuron": float(carrying.mean()) if len(carrying) else None}
+
+
+def basis(pk) -> str:
+    """What a neuron of this Squeezer means, for every summary that counts per neuron."""
+    return ("arbitrary (linear neurons: any rotation of them fits as well, so per-neuron counts describe one "
+            "basis of many; squeeze with --neuron-act relu for a privileged one)" if pk.sign_free()
+            else "privileged (ReLU neurons with a firing threshold)")
 
 
 def random_rotation(M: int, rng):
@@ -67,14 +74,14 @@ class Polysemanticity(Analysis):
         p = ctx.params
         F, M = pk.shape
         rep = pk.represented
-        per_neuron, per_feature, (f, n, w) = counts(pk.W_enc, p, rep)
+        per_neuron, per_feature, (f, n, d) = counts(pk, pk.W_enc, p)
         rng = np.random.default_rng(p.seed)
-        chance = [counts(pk.W_enc @ random_rotation(M, rng), p, rep)[:2] for _ in range(p.rotations)]
+        chance = [counts(pk, pk.W_enc @ random_rotation(M, rng), p)[:2] for _ in range(p.rotations)]
         chance_neuron = np.concatenate([c[0] for c in chance])
         chance_feature = np.concatenate([c[1][rep] for c in chance])
-        top = np.abs(pk.W_enc).max(0)
-        members = {"neuron": n.astype(np.int32), "feature": f.astype(np.int32), "weight": w,
-                   "relative": np.abs(w) / top[n]}
+        top = np.where(rep[:, None], pk.drive(), 0.0).max(0)
+        members = {"neuron": n.astype(np.int32), "feature": f.astype(np.int32), "weight": pk.W_enc[f, n],
+                   "drive": d, "relative": d / top[n]}
         carried = [f[n == i].astype(np.int32).tolist() for i in range(M)]
         neurons = {"neuron": np.arange(M, dtype=np.int32), "n_features": per_neuron.astype(np.int32),
                    "features": carried}
@@ -88,7 +95,10 @@ class Polysemanticity(Analysis):
                    "chance": {**shares(chance_neuron),
                               "neurons_per_feature": float(chance_feature.mean()) if rep.any() else None,
                               "what": f"the same counts in {p.rotations} randomly rotated neuron bases"},
-                   "basis": "rotation-free (linear neurons)" if pk.sign_free() else "privileged (ReLU neurons)"}
+                   "basis": basis(pk)}
+        if pk.sign_free():
+            ctx.log("polysemanticity: warning: linear neurons have no basis of their own; compare with the chance "
+                    "column, or squeeze with --neuron-act relu")
         ctx.log(f"polysemanticity: {summary['carrying_neurons']}/{M} neurons carry features, "
                 f"{summary['monosemantic_share']} monosemantic (chance {summary['chance']['monosemantic_share']})")
         return Result(summary=summary, tables={"members": members, "neurons": neurons, "features": features},

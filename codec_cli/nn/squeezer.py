@@ -119,6 +119,18 @@ class Squeezer(torch.nn.Module):
         return DecoderLoss.apply(self.encode(idx, val), self.decoder(), self.b_dec, idx, val, weight,
                                  self.compute_dtype)
 
+    @torch.no_grad()
+    def project(self) -> None:
+        """After each optimiser step: a ReLU neuron's bias stays a firing threshold (b_enc ≤ 0).
+
+        A positive bias lets a neuron sit in its linear range, where the ReLU never bites and
+        b_dec cancels the offset: the loss is lower, but the neurons are then as freely
+        rotatable as linear ones and the basis means nothing (docs/squeeze.md). Elhage et
+        al.'s privileged-basis toy model has no hidden bias at all; a threshold keeps that
+        basis while letting a neuron ignore weak interference."""
+        if self.neuron_act == "relu":
+            self.b_enc.clamp_(max=0.0)
+
     def gain(self) -> torch.Tensor:
         """Each feature's round trip W_enc_f · W_dec_f (‖W_f‖² when tied): [R, F]."""
         return torch.einsum("frm,rmf->rf", self.W_enc, self.decoder())

@@ -49,7 +49,7 @@ def learning_rate(cfg: SqueezeConfig, step: int, steps: int) -> float:
 
 
 def feature_stats(art) -> dict[str, np.ndarray]:
-    """Per feature: count, frequency and max (features.parquet, or counted from the shards).
+    """Per feature: count, frequency, mean and max (features.parquet, or counted from the shards).
     Reads and checks every shard either way, so that bad data is refused now, not halfway
     through training."""
     stats = None if "features.parquet" in art.manifest["files"] else Stats(art.attrs["d_sae"])
@@ -57,10 +57,10 @@ def feature_stats(art) -> dict[str, np.ndarray]:
         if stats is not None:
             stats.add({"indices": shard.indices, "values": shard.values})
     if stats is None:
-        t = art.table("features.parquet", ["count", "frequency", "max"])
-        return {c: t[c].to_numpy() for c in ("count", "frequency", "max")}
+        t = art.table("features.parquet", ["count", "frequency", "mean", "max"])
+        return {c: t[c].to_numpy() for c in ("count", "frequency", "mean", "max")}
     t = stats.table()
-    return {c: t[c] for c in ("count", "frequency", "max")}
+    return {c: t[c] for c in ("count", "frequency", "mean", "max")}
 
 
 def scales(rescale: str, stats: dict, batches) -> np.ndarray:
@@ -310,6 +310,7 @@ def squeeze(cfg: SqueezeConfig) -> dict:
                 if not bool(torch.isfinite(now).all()):
                     raise Diverged(step + 1, state.step or None, w.path)
                 opt.step()
+                model.project()
                 running += now
                 seen += 1
                 if (step + 1) % every == 0 or step + 1 == steps:
@@ -377,7 +378,7 @@ def report(model, batches, scale, weight, codec, stats, cfg: SqueezeConfig):
     with np.errstate(invalid="ignore", divide="ignore"):
         fvu = np.where(var > 0, mse / var, np.nan)
     features = {"feature": np.arange(F, dtype=np.int32), "status": status, "frequency": stats["frequency"],
-                "scale": scale.cpu().numpy(), "gain": gain.astype(np.float32), "norm": norm.astype(np.float32),
+                "mean": stats["mean"], "scale": scale.cpu().numpy(), "gain": gain.astype(np.float32), "norm": norm.astype(np.float32),
                 "held_out_count": ev["fired"].cpu().numpy().astype(np.int64), "mse": mse,
                 "fvu": pl.Series("fvu", fvu, nan_to_null=True)}  # null: never fired in the held-out rows
     if codec is not None:

@@ -7,6 +7,10 @@ the same weights:
     h  = W x                  W ∈ R^{m×n}, column W_i is feature i's direction
     x' = ReLU(Wᵀ h + b)
 
+With `privileged`, the hidden layer is h = ReLU(W x), the paper's §"Superposition in a
+privileged basis": its m dimensions are then neurons, which can no longer be rotated
+freely, and features that never co-occur can share one (an OR-gate) at no cost.
+
 trained to minimise the importance-weighted squared error. When features are dense
 the model keeps the m most important ones and drops the rest (like PCA); as they get
 sparser it packs more features than dimensions into geometric shapes — antipodal
@@ -31,6 +35,7 @@ its bytes.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,6 +80,8 @@ class ToyConfig:
     cooccur_groups: Groups = ()
     """Groups of co-occurring features: a group fires as a unit with probability 1−S, each
     member with its own value."""
+    privileged: bool = False
+    """ReLU hidden neurons, h = ReLU(W x) (Elhage et al.'s privileged basis), instead of h = W x."""
     seed: int = 0
     """Seed for the initial weights, the training data and the evaluation batch."""
     steps: int = 10_000
@@ -127,8 +134,9 @@ class ToyModel:
     """Evaluation loss of every instance, in training order."""
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
-        """h = W x for a batch x of shape [batch, n_features]."""
-        return x @ self.W.T
+        """h = W x (ReLU(W x) when privileged) for a batch x of shape [batch, n_features]."""
+        h = x @ self.W.T
+        return h.relu() if self.config.privileged else h
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """x' = ReLU(Wᵀ W x + b)."""
@@ -183,7 +191,8 @@ def _sample_by_feature(cfg: ToyConfig, n: int, generator: torch.Generator) -> to
     return value * (pick == torch.tensor(slot).unsqueeze(1))
 
 
-def _loss(W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def _loss(W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, privileged: bool = False
+          ) -> torch.Tensor:
     """Importance-weighted squared error, mean over batch and features, per instance: [I].
 
     W [I, m, n], b [I, n], x [I, n, batch]. Features-major keeps the batch as the long
@@ -191,6 +200,8 @@ def _loss(W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, weight: torch.Tenso
     several times slower in our runs as soon as torch used more than one thread.
     """
     h = W @ x
+    if privileged:
+        h = h.relu()
     x_hat = torch.relu(W.mT @ h + b.unsqueeze(2))
     # Weighting each feature's batch mean rather than every element costs one small multiply.
     return (((x - x_hat) ** 2).mean(dim=2) * weight).mean(dim=1)
@@ -219,7 +230,7 @@ def train(cfg: ToyConfig, on_step: Callable[[int, float], None] | None = None) -
     for step in range(1, cfg.steps + 1):
         x = _sample_by_feature(cfg, I * cfg.batch_size, gen).view(n, I, cfg.batch_size).transpose(0, 1)
         # Summing keeps each instance's gradient exactly what it would be trained alone.
-        loss = _loss(W, b, x, weight).sum()
+        loss = _loss(W, b, x, weight, cfg.privileged).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -231,7 +242,7 @@ def train(cfg: ToyConfig, on_step: Callable[[int, float], None] | None = None) -
         # The same evaluation batch for every instance, so their losses compare fairly; one
         # instance at a time, so that wide models with many instances stay small in memory.
         x = _sample_by_feature(cfg, _EVAL_SAMPLES, eval_gen).unsqueeze(0)
-        losses = torch.cat([_loss(W[i : i + 1], b[i : i + 1], x, weight) for i in range(I)])
+        losses = torch.cat([_loss(W[i : i + 1], b[i : i + 1], x, weight, cfg.privileged) for i in range(I)])
     best = int(torch.argmin(losses))
     return ToyModel(
         config=cfg,
@@ -268,7 +279,7 @@ def ground_truth(model: ToyModel, n_samples: int, seed: int) -> dict[str, torch.
 
     W [m, n], b [n], importance [n]; exclusive_group and cooccur_group [n] (the index of
     the feature's group, -1 for none); and for n_samples samples drawn with `seed`, the
-    true feature activations x [n_samples, n] and hidden activations h = W x [n_samples, m].
+    true feature activations x [n_samples, n] and hidden activations h [n_samples, m] (ReLU(W x) when privileged).
     """
     cfg = model.config
     x = sample(cfg, n_samples, torch.Generator().manual_seed(seed))
@@ -315,18 +326,20 @@ class Config(ToyConfig):
 
 class ToyNet(HookedRootModule):
     """The toy model behind transformer-lens's hook interface, so that codec reads it the
-    way it reads any model: `hook_in` (x, the true features), `hook_hidden` (h = W x) and
-    `hook_out` (x')."""
+    way it reads any model: `hook_in` (x, the true features), `hook_hidden` (h = W x, or
+    its ReLU when privileged: then these are the model's own neurons) and `hook_out` (x')."""
 
-    def __init__(self, W: torch.Tensor, b: torch.Tensor):
+    def __init__(self, W: torch.Tensor, b: torch.Tensor, privileged: bool = False):
         super().__init__()
         self.W = torch.nn.Parameter(W.clone())
         self.b = torch.nn.Parameter(b.clone())
+        self.privileged = privileged
         self.hook_in, self.hook_hidden, self.hook_out = HookPoint(), HookPoint(), HookPoint()
         self.setup()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.hook_hidden(self.hook_in(x) @ self.W.T)
+        h = self.hook_in(x) @ self.W.T
+        h = self.hook_hidden(h.relu() if self.privileged else h)
         return self.hook_out(torch.relu(h @ self.W + self.b))
 
 
@@ -358,7 +371,10 @@ def round_trip(model: ToyNet, hook: str):
 
 def load_model(path: Path) -> ToyNet:
     weights = load_file(path / "weights.safetensors")
-    return ToyNet(weights["W"], weights["b"])
+    config = path / "config.json"
+    # Worlds built before `privileged` existed have no such key: their hidden layer is linear.
+    privileged = bool(json.loads(config.read_text()).get("privileged", False)) if config.is_file() else False
+    return ToyNet(weights["W"], weights["b"], privileged)
 
 
 def _sae_config(cfg: Config):

@@ -74,13 +74,14 @@ def test_an_unknown_plugin_lists_what_is_installed(cli, small, tmp_path) -> None
     assert not (tmp_path / "x").exists()
 
 
-def hand_made(root):
-    """(features, squeezer): neuron 0 carries features 0 and 1, neuron 1 feature 2 alone,
-    neuron 2 nothing; feature 3 is dropped. No training, so it costs nothing to build."""
+def hand_made(root, neuron_act: str = "relu"):
+    """(features, squeezer): ReLU neuron 0 carries features 0 and 1 (feature 2 inhibits it),
+    neuron 1 feature 2 alone, neuron 2 nothing; feature 3 is dropped. No training, so it
+    costs nothing to build."""
     features = write_features(root / "f", d_sae=4, k=2)
-    W = np.array([[1.0, 0.0, 0.0], [-0.8, 0.05, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.01]], dtype=np.float32)
+    W = np.array([[1.0, 0.0, 0.0], [0.8, 0.05, 0.0], [-0.9, 1.0, 0.0], [0.0, 0.0, 0.01]], dtype=np.float32)
     with ArtifactWriter(root / "sq", "squeezer", command="test", inputs=[open_artifact(features)],
-                        attrs={"tied": True, "neuron_act": "relu"}) as w:
+                        attrs={"tied": True, "neuron_act": neuron_act}) as w:
         w.write_tensors("weights.safetensors", {"W_enc": W, "W_dec": np.ascontiguousarray(W.T),
                                                 "b_enc": np.zeros(3, np.float32), "b_dec": np.zeros(4, np.float32)})
         w.write_table("features.parquet", {"feature": np.arange(4, dtype=np.int32),
@@ -90,16 +91,29 @@ def hand_made(root):
 
 
 def test_polysemanticity_counts_a_hand_made_code(cli, tmp_path) -> None:
-    """Feature 3 is dropped, so its weight does not count."""
+    """Feature 3 is dropped, so its weight does not count; a negative weight on a ReLU
+    neuron inhibits it, so feature 2 is not neuron 0's roommate."""
     _, squeezer = hand_made(tmp_path)
     result = cli("analyze", squeezer, "-P", "polysemanticity", "--out", tmp_path / "a", "--json")
     summary = json.loads(result.stdout)["polysemanticity"]["summary"]
     assert summary["carrying_neurons"] == 2 and summary["monosemantic_share"] == 0.5
     assert summary["features_per_neuron"] == 1.5 and summary["neurons_per_feature"] == 1.0
-    assert summary["basis"] == "privileged (ReLU neurons)"
+    assert summary["basis"].startswith("privileged")
     members = pl.read_parquet(tmp_path / "a/polysemanticity/members.parquet")
     assert members.select("neuron", "feature").rows() == [(0, 0), (0, 1), (1, 2)]
-    assert members["weight"].to_list() == pytest.approx([1.0, -0.8, 1.0])
+    assert members["weight"].to_list() == pytest.approx([1.0, 0.8, 1.0])
+    assert members["drive"].to_list() == pytest.approx([1.0, 0.8, 1.0])  # one input unit is typical here
+
+
+def test_linear_neurons_carry_features_of_either_sign(cli, tmp_path) -> None:
+    """A linear neuron's sign is arbitrary, so feature 2's −0.9 on neuron 0 is carried too,
+    and the summary and the log say that the basis is arbitrary."""
+    _, squeezer = hand_made(tmp_path, neuron_act="linear")
+    result = cli("analyze", squeezer, "-P", "polysemanticity", "--out", tmp_path / "a", "--json")
+    assert "warning: linear neurons have no basis of their own" in result.stderr
+    assert json.loads(result.stdout)["polysemanticity"]["summary"]["basis"].startswith("arbitrary")
+    members = pl.read_parquet(tmp_path / "a/polysemanticity/members.parquet")
+    assert members.select("neuron", "feature").rows() == [(0, 0), (0, 2), (0, 1), (1, 2)]
 
 
 @pytest.mark.parametrize("param, message", [
@@ -108,7 +122,7 @@ def test_polysemanticity_counts_a_hand_made_code(cli, tmp_path) -> None:
     ("order_by=cycle", "polytope: -p order_by='cycle': -p group_by is 'cycle' too"),
     ("polysemanticity.rotations=0", "polysemanticity: -p rotations=0: the chance baseline needs at least 1"),
     ("relative=1.5", "-p relative=1.5: the roommate rule's share"),
-    ("window=0", "or-gate: -p window=0: a block holds at least 1 token"),
+    ("window=-1", "or-gate: -p window=-1: a block holds at least 1 token (0: the whole context)"),
     ("alpha=0", "or-gate: -p alpha=0.0:"),
 ])
 def test_a_bad_parameter_is_refused_before_any_plugin_runs(cli, tmp_path, param, message) -> None:
