@@ -79,7 +79,7 @@ def pair_stats(c, n_i, n_j, units: int, p: Params) -> dict:
     with np.errstate(invalid="ignore", divide="ignore"):
         lift = np.where(e > 0, c / e, np.nan)
         rate = np.where(np.minimum(n_i, n_j) > 0, c / np.minimum(n_i, n_j), np.nan)
-    pval = exclusive_p(c, n_i, n_j, units)
+    pval = exclusive_p(c, n_i, n_j, units, exact_below=max(p.max_lift, 1e-12))
     return {"n_i": n_i, "n_j": n_j, "cooccur": c, "expected": e, "lift": lift, "coactivation": rate, "p": pval,
             "avoids": (c <= p.max_lift * e) & (pval <= p.alpha)}
 
@@ -99,15 +99,20 @@ def degree(occ, features, drive, p: Params, tested=None) -> tuple[float, int]:
     that are roommate pairs). Returns (degree, pairs counted); NaN when none are."""
     import numpy as np
 
+    from codec_plugins.cooccurrence import exclusive_p, expected
+
     counts = occ.among(features)
     a, b = np.triu_indices(len(features), 1)
     keep = np.ones(len(a), dtype=bool) if tested is None else ~tested[a, b]
     a, b = a[keep], b[keep]
     n = np.diag(counts)
-    st = pair_stats(counts[a, b], n[a], n[b], occ.units, p)
+    c = counts[a, b]
+    # Only a pair far enough below its expectation can avoid: the exact test runs on those alone.
+    avoids = c <= p.max_lift * expected(n[a], n[b], occ.units)
+    avoids[avoids] = exclusive_p(c[avoids], n[a][avoids], n[b][avoids], occ.units) <= p.alpha
     w = drive[a] * drive[b]
     total = w.sum()
-    return (float((w * st["avoids"]).sum() / total) if total > 0 else float("nan")), len(a)
+    return (float((w * avoids).sum() / total) if total > 0 else float("nan")), len(a)
 
 
 def row_mean(x):

@@ -272,6 +272,16 @@ def test_a_checkpoint_from_an_older_codec_is_refused_in_one_line(tmp_path) -> No
         checkpoint.load(tmp_path / "ck", s, torch.optim.AdamW(s.parameters()), {})
 
 
+def test_only_relu_biases_are_held_to_a_threshold() -> None:
+    for act, clamped in (("relu", True), ("linear", False)):
+        s = Squeezer(6, 3, instances=2, neuron_act=act)
+        with torch.no_grad():
+            s.b_enc.copy_(torch.tensor([[0.5, -0.2, 1.0], [-1.0, 0.3, 0.0]]))
+        before = s.b_enc.detach().clone()
+        s.project()
+        assert torch.equal(s.b_enc.detach(), before.clamp(max=0) if clamped else before)
+
+
 def test_what_the_squeezer_artifact_holds(tmp_path) -> None:
     m = squeeze(small(tmp_path, rescale="max", importance="frequency", neuron_act="relu", restarts=1))
     art = open_artifact(tmp_path / "sq", "squeezer")
@@ -280,6 +290,7 @@ def test_what_the_squeezer_artifact_holds(tmp_path) -> None:
             "metrics.json"} <= set(art.files())
     w = load_file(tmp_path / "sq" / "weights.safetensors")
     assert w["W_enc"].shape == (64, 8) and w["W_dec"].shape == (8, 64)
+    assert (w["b_enc"] <= 0).all()  # ReLU neurons keep a firing threshold
     stats = open_artifact(tmp_path / "features")  # no features.parquet: squeeze counts the shards
     counted = np.bincount(np.concatenate([s.indices.ravel() for s in stats.topk()]), minlength=64)
     peak = np.zeros(64, np.float32)

@@ -269,6 +269,21 @@ def test_ground_truth_holds_weights_features_and_hidden_activations() -> None:
     assert all(t.is_contiguous() for t in truth.values())
 
 
+def test_a_privileged_model_has_relu_neurons() -> None:
+    """h = ReLU(W x) in training, in the saved truth and in the hooked model the world
+    loads; the linear model on the same seed trains to other weights."""
+    from codec_cli.worlds.toy import ToyNet
+
+    cfg = ToyConfig(n_features=6, n_hidden=3, steps=200, n_instances=2, privileged=True)
+    model = train(cfg)
+    truth = ground_truth(model, 200, seed=3)
+    assert torch.equal(truth["h"], (truth["x"] @ model.W.T).relu()) and (truth["h"] == 0).any()
+    net = ToyNet(model.W, model.b, privileged=True)
+    _, cache = net.run_with_cache(truth["x"])
+    assert torch.allclose(cache["hook_hidden"], truth["h"])
+    assert not torch.equal(train(dataclasses.replace(cfg, privileged=False)).W, model.W)
+
+
 def test_feature_dimensionality_of_known_shapes() -> None:
     angles = torch.arange(5) * 2 * math.pi / 5
     pentagon = torch.stack([angles.cos(), angles.sin()])
