@@ -99,17 +99,12 @@ def degree(occ, features, drive, p: Params, tested=None) -> tuple[float, int]:
     that are roommate pairs). Returns (degree, pairs counted); NaN when none are."""
     import numpy as np
 
-    from codec_plugins.cooccurrence import exclusive_p, expected
-
     counts = occ.among(features)
     a, b = np.triu_indices(len(features), 1)
     keep = np.ones(len(a), dtype=bool) if tested is None else ~tested[a, b]
     a, b = a[keep], b[keep]
     n = np.diag(counts)
-    c = counts[a, b]
-    # Only a pair far enough below its expectation can avoid: the exact test runs on those alone.
-    avoids = c <= p.max_lift * expected(n[a], n[b], occ.units)
-    avoids[avoids] = exclusive_p(c[avoids], n[a][avoids], n[b][avoids], occ.units) <= p.alpha
+    avoids = pair_stats(counts[a, b], n[a], n[b], occ.units, p)["avoids"]
     w = drive[a] * drive[b]
     total = w.sum()
     return (float((w * avoids).sum() / total) if total > 0 else float("nan")), len(a)
@@ -223,7 +218,6 @@ class OrGate(Analysis):
 
         from codec_plugins.cooccurrence import occurrences
         from codec_plugins.packing import members, open_packing, roommate_pairs
-        from codec_plugins.polysemanticity import basis
 
         p = ctx.params
         pk = open_packing(ctx.inputs["squeezer"])
@@ -289,7 +283,7 @@ class OrGate(Analysis):
         with np.errstate(invalid="ignore", divide="ignore"):
             cos = (pk.W_enc[i] * pk.W_enc[j]).sum(1) / (norms[i] * norms[j])
         finite = lambda x: float(np.nanmean(x)) if np.isfinite(x).any() else None  # noqa: E731
-        summary = {"window": p.window, "units": occ.units, "neurons": M, "basis": basis(pk),
+        summary = {"window": p.window, "units": occ.units, "neurons": M, "basis": pk.basis(),
                    "selectivity": selectivity, "polysemantic_neurons": len(poly), "or_gate_neurons": int(gate.sum()),
                    "prevalence": float(gate.mean()) if poly else None,
                    "prevalence_chance": float(chance_gate.mean()) if poly else None,

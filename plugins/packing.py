@@ -72,6 +72,12 @@ class Packing:
         """Whether a neuron's sign means nothing: linear neurons can be rotated freely."""
         return self.neuron_act == "linear"
 
+    def basis(self) -> str:
+        """What a neuron of this Squeezer means, for every summary that counts per neuron."""
+        return ("arbitrary (linear neurons: any rotation of them fits as well, so per-neuron counts describe one "
+                "basis of many; squeeze with --neuron-act relu for a privileged one)" if self.sign_free()
+                else "privileged (ReLU neurons with a firing threshold)")
+
     def drive(self, W_enc: np.ndarray | None = None) -> np.ndarray:
         """[F, M] what neuron n does when feature i fires alone at its typical strength a_i.
 

@@ -45,13 +45,6 @@ def shares(per_neuron) -> dict:
             "features_per_neuron": float(carrying.mean()) if len(carrying) else None}
 
 
-def basis(pk) -> str:
-    """What a neuron of this Squeezer means, for every summary that counts per neuron."""
-    return ("arbitrary (linear neurons: any rotation of them fits as well, so per-neuron counts describe one "
-            "basis of many; squeeze with --neuron-act relu for a privileged one)" if pk.sign_free()
-            else "privileged (ReLU neurons with a firing threshold)")
-
-
 def random_rotation(M: int, rng):
     import numpy as np
 
@@ -95,7 +88,7 @@ class Polysemanticity(Analysis):
                    "chance": {**shares(chance_neuron),
                               "neurons_per_feature": float(chance_feature.mean()) if rep.any() else None,
                               "what": f"the same counts in {p.rotations} randomly rotated neuron bases"},
-                   "basis": basis(pk)}
+                   "basis": pk.basis()}
         if pk.sign_free():
             ctx.log("polysemanticity: warning: linear neurons have no basis of their own; compare with the chance "
                     "column, or squeeze with --neuron-act relu")
