@@ -394,6 +394,38 @@ class AnalyzeConfig:
 
 
 @dataclass(frozen=True)
+class CompareNeuronsConfig:
+    squeezer: Path = positional()
+    """The squeezer artifact whose synthetic neurons are compared (ReLU neurons, M of them)."""
+    features: Path | None = positional(default=None)
+    """The features artifact it was trained on, holding the model's real neurons (`codec extract
+    --neurons HOOK`); default: the one the squeezer records, where it still is."""
+    rows: Literal["held-out", "all"] = "held-out"
+    """The tokens compared: the squeezer's held-out rows (never trained on), or all of them."""
+    draws: int = 100
+    """Draws of each chance baseline: randomly initialised Squeezers, token shuffles (and rotations of
+    linear neurons); the permutation p-value is at least 1/(draws + 1)."""
+    relative: float = 0.3
+    """A neuron carries (has as a roommate) a feature that moves it by at least this share of the
+    feature that moves it most (docs/compare.md)."""
+    window: int = 1
+    """The OR-gate statistics count co-occurrence in blocks of this many tokens (0: whole contexts)."""
+    allow_partial: bool = False
+    """Match M synthetic neurons to a different number of real ones (one-to-one on the smaller side)."""
+    allow_linear: bool = False
+    """Compare linear neurons too, whose basis is arbitrary (scores beside random rotations of them)."""
+    seed: int = 0
+    """Seed of the baselines and of the rows kept for the scatter plots."""
+    out: Path = Path("comparison")
+    """Output directory: the comparison artifact."""
+
+    def __post_init__(self):
+        check(self, positive=("draws",), at_least_zero=("window", "seed"))
+        if not 0 <= self.relative <= 1:
+            raise BadParameter("relative", f"must be between 0 and 1, got {self.relative}")
+
+
+@dataclass(frozen=True)
 class SAETrainConfig:
     architecture: Literal["topk", "relu"] = "topk"
     """topk (exactly k active features per token) or relu (ReLU with an L1 penalty)."""

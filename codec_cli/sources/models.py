@@ -415,6 +415,31 @@ def open_sae(name: str | None, sae_id: str | None = None, world=None, device: st
     return SAEHandle(_flat(_sae_from_hub(name, sae_id, device)), f"{name}/{sae_id}")
 
 
+def reopen_sae(art, name: str | None = None, sae_id: str | None = None, device: str = "cpu",
+               hint: str = "name it with --sae (and --sae-id)"):
+    """(SAEHandle, world or None): the SAE a features artifact was extracted with, where the
+    extraction found it or under `name` / `sae_id`, refused unless its weights' hash is the one
+    recorded."""
+    from codec_cli.errors import CodecError
+
+    sae_attrs = art.attrs.get("sae") or {}
+    params = art.manifest["params"]
+    params = params.get("extract", params)  # a merged extraction keeps its parts' settings there
+    name, sae_id = (name, sae_id) if name else (params.get("sae"), params.get("sae_id"))
+    source = params.get("source")
+    if not sae_attrs.get("fingerprint"):
+        raise BadInput(f"{art.path} does not say which SAE made it", hint=hint)
+    try:
+        world = worlds.open_world(source) if source and worlds.is_world(source) else None
+        handle = open_sae(name, sae_id, world, device)
+    except CodecError as e:
+        raise BadInput(f"cannot reopen the SAE these features came from ({sae_attrs.get('origin')}): {e}",
+                       hint=hint) from None
+    if handle.fingerprint() != sae_attrs["fingerprint"]:
+        raise BadInput(f"the SAE {handle.origin} is not the one these features were extracted with", hint=hint)
+    return handle, world
+
+
 PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 """Weight files that are pickles: loading one can run code, so codec reads safetensors only."""
 

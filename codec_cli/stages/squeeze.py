@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from codec_cli import config, talk, worlds
+from codec_cli import config, talk
 from codec_cli.artifacts import ArtifactWriter, check_output, open_artifact
 from codec_cli.config import SqueezeConfig, quantile
 from codec_cli.errors import BadInput, CodecError
@@ -148,22 +148,9 @@ class ModelCodec:
 
 def model_codec(art, cfg: SqueezeConfig) -> ModelCodec:
     """Reopen the SAE the features were extracted with (checked by its weights' hash)."""
-    sae_attrs = art.attrs.get("sae") or {}
-    params = art.manifest["params"]
-    params = params.get("extract", params)  # a merged extraction keeps its parts' settings there
-    name, sae_id = (cfg.sae, cfg.sae_id) if cfg.sae else (params.get("sae"), params.get("sae_id"))
-    source = params.get("source")
-    hint = "name it with --sae (and --sae-id), or skip the comparison with --no-faithfulness"
-    if not sae_attrs.get("fingerprint"):
-        raise BadInput(f"{art.path} does not say which SAE made it", hint=hint)
-    try:
-        world = worlds.open_world(source) if source and worlds.is_world(source) else None
-        handle = models.open_sae(name, sae_id, world, cfg.device)
-    except CodecError as e:
-        raise BadInput(f"cannot reopen the SAE these features came from ({sae_attrs.get('origin')}): {e}",
-                       hint=hint) from None
-    if handle.fingerprint() != sae_attrs["fingerprint"]:
-        raise BadInput(f"the SAE {handle.origin} is not the one these features were extracted with", hint=hint)
+    handle, world = models.reopen_sae(art, cfg.sae, cfg.sae_id, cfg.device,
+                                      hint="name it with --sae (and --sae-id), or skip the comparison with "
+                                           "--no-faithfulness")
     trip = None
     round_trip = world.spec.load().round_trip if world is not None else None
     if round_trip is not None:

@@ -164,6 +164,12 @@ CASES = [
                  id="load-plugins-unknown"),
     pytest.param(lambda t, m: ["squeeze", features(t), "--k", "4", "--m", "8", "--importance", "nope.parquet",
                                "--out", t / "sq"], 2, "no such file", id="importance-missing"),
+    pytest.param(lambda t, m: ["compare", "neurons", features(t), "--out", t / "c"], 2,
+                 "is a 'features' artifact, expected 'squeezer'", id="compare-features-as-squeezer"),
+    pytest.param(lambda t, m: ["compare", "neurons", t / "nosuch", "--out", t / "c"], 2,
+                 "no such artifact directory", id="compare-missing-squeezer"),
+    pytest.param(lambda t, m: ["compare", "neurons", "sq", "--draws", "0", "--out", t / "c"], 2,
+                 "--draws must be at least 1", id="compare-no-draws"),
     # Weights codec will not unpickle.
     pytest.param(lambda t, m: ["sae", "train", pickled_hf_model(t), "--corpus", corpus(t), "--out", t / "s"], 2,
                  "codec reads safetensors only", id="hf-pytorch-model-bin"),
