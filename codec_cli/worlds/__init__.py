@@ -77,7 +77,8 @@ WORLDS = {
     "toy": WorldSpec("toy", "Anthropic's toy model of superposition, with an oracle and a trained SAE.",
                      "codec_cli.worlds.toy"),
     "themes": WorldSpec("themes", "A tiny language model trained on text with planted themes, cycles and "
-                        "mutually exclusive alternatives, with an SAE on its residual stream.", "codec_cli.worlds.themes"),
+                        "mutually exclusive alternatives, with SAEs on its residual stream and its MLP neurons.",
+                        "codec_cli.worlds.themes"),
 }
 
 

@@ -364,6 +364,17 @@ class Config(ThemesModelConfig):
     """SAE training steps."""
     sae_batch_size: int = 1024
     """Activation vectors (tokens) per SAE step."""
+    # The model's own neurons, with an SAE of their own: the real side of `codec compare
+    # neurons`, whose synthetic side squeezes this SAE's features back into as many ReLU
+    # neurons. A residual-stream SAE's features live in the wrong space for that.
+    mlp_sae_hook: str = "blocks.0.mlp.hook_post"
+    """Where the second SAE (`mlp0`) reads: an MLP's post-activations, the model's neurons."""
+    mlp_sae_expansion: float = 4.0
+    """The neuron SAE's width as a multiple of d_mlp."""
+    mlp_sae_k: int = 16
+    """Active latents per token of the (TopK) neuron SAE."""
+    mlp_sae_lr: float = 3e-3
+    """The neuron SAE's Adam learning rate (at 1e-3 most of its latents are still dead after its steps)."""
 
     def __post_init__(self) -> None:
         # Checked before anything trains: a bad SAE setting must not cost the model's minutes.
@@ -373,11 +384,21 @@ class Config(ThemesModelConfig):
             raise BadInput(f"-p sae_hook={self.sae_hook!r}: expected blocks.L.hook_resid_pre (or resid_mid, "
                            f"resid_post, mlp_out, attn_out) with L < n_layers={self.n_layers}")
         saes.width(_sae_config(self), self.d_model)
+        m = re.fullmatch(r"blocks\.(\d+)\.mlp\.hook_post", self.mlp_sae_hook)
+        if not m or int(m.group(1)) >= self.n_layers:
+            raise BadInput(f"-p mlp_sae_hook={self.mlp_sae_hook!r}: expected blocks.L.mlp.hook_post with "
+                           f"L < n_layers={self.n_layers}")
+        saes.width(_mlp_sae_config(self), self.d_mlp)
 
 
 def _sae_config(cfg: Config):
     return SAETrainConfig(expansion_factor=cfg.sae_expansion, k=cfg.sae_k, steps=cfg.sae_steps,
                           batch_size=cfg.sae_batch_size, seed=cfg.seed, checkpoint_every=0)
+
+
+def _mlp_sae_config(cfg: Config):
+    return SAETrainConfig(expansion_factor=cfg.mlp_sae_expansion, k=cfg.mlp_sae_k, steps=cfg.sae_steps,
+                          lr=cfg.mlp_sae_lr, batch_size=cfg.sae_batch_size, seed=cfg.seed, checkpoint_every=0)
 
 
 def inputs(cfg: Config, step: int, n: int) -> torch.Tensor:
@@ -393,7 +414,7 @@ def labels(cfg: Config, token_ids) -> dict:
 
 
 def build(cfg: Config, w) -> None:
-    """Train the language model and its SAE from scratch and write the world into writer `w`."""
+    """Train the language model and its two SAEs from scratch and write the world into writer `w`."""
     with progress("themes model", cfg.steps, unit="steps") as bar:
         model, model_metrics = train_model(cfg, on_step=lambda step, loss: bar.update(completed=step))
     info(f"model: eval loss {model_metrics['eval_loss']:.4f} vs entropy {model_metrics['entropy']:.4f} nats/token, "
@@ -401,13 +422,17 @@ def build(cfg: Config, w) -> None:
     save_model(model, w.path / "model")
     w.write_table("truth/tokens.parquet", ground_truth(cfg.corpus))
 
-    with models.torch_threads(cfg.threads):  # as for the model: the same bytes for the same thread count
-        src = models.Source("codec-themes", model, lambda step, n: inputs(cfg, step, n), True, cfg.sae_hook)
-        sae, _, sae_metrics = saes.train_on_source(_sae_config(cfg), src, cfg.sae_hook, context=cfg.n_ctx)
-    saes.save(sae, w.path / "saes" / "resid")
-    info(f"SAE: L0 {sae_metrics['l0']:.2f}, FVU {sae_metrics['fvu']:.4f}, "
-         f"CE loss recovered {sae_metrics['ce_loss_recovered']:.4f}")
+    metrics = {}
+    for name, sae_cfg, hook in (("resid", _sae_config(cfg), cfg.sae_hook),
+                                ("mlp0", _mlp_sae_config(cfg), cfg.mlp_sae_hook)):
+        with models.torch_threads(cfg.threads):  # as for the model: the same bytes for the same thread count
+            src = models.Source("codec-themes", model, lambda step, n: inputs(cfg, step, n), True, hook)
+            sae, _, metrics[name] = saes.train_on_source(sae_cfg, src, hook, context=cfg.n_ctx)
+        saes.save(sae, w.path / "saes" / name)
+        info(f"SAE {name}: L0 {metrics[name]['l0']:.2f}, FVU {metrics[name]['fvu']:.4f}, "
+             f"CE loss recovered {metrics[name]['ce_loss_recovered']:.4f}")
     w.write_json("metrics.json", {"model": {k: v for k, v in model_metrics.items() if k not in _TIMINGS},
-                                  "saes": {"resid": sae_metrics}})
-    w.attrs.update(hooks=sorted(model.hook_dict), saes={"resid": cfg.sae_hook}, default_sae="resid",
+                                  "saes": metrics})
+    w.attrs.update(hooks=sorted(model.hook_dict), saes={"resid": cfg.sae_hook, "mlp0": cfg.mlp_sae_hook},
+                   default_sae="resid",
                    d_model=cfg.d_model, d_vocab=model.cfg.d_vocab, n_ctx=cfg.n_ctx)

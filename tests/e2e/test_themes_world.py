@@ -63,6 +63,16 @@ def test_sae_bounds_and_sae_lens_round_trip(world, tmp_path):
     torch.testing.assert_close(again.decode(again.encode(x)), sae.decode(sae.encode(x)), rtol=0, atol=0)
 
 
+def test_the_neuron_sae_reads_the_mlp_neurons(world):
+    """mlp0, the real side of `codec compare neurons`: a few times wider than the 256 neurons."""
+    metrics = world.artifact.json("metrics.json")["saes"]["mlp0"]
+    assert metrics["l0"] <= 16.0 and metrics["fvu"] < 0.1 and metrics["dead_fraction"] < 0.5
+    assert metrics["ce_loss_recovered"] > 0.9
+    sae = world.sae("mlp0")
+    assert sae.cfg.metadata.hook_name == "blocks.0.mlp.hook_post" and sae.cfg.d_in == 256 and sae.cfg.d_sae == 1024
+    assert world.saes == {"resid": "blocks.1.hook_resid_pre", "mlp0": "blocks.0.mlp.hook_post"}
+
+
 def test_sae_train_on_the_world_and_on_its_model_over_files(cli, world, tmp_path):
     fast = ["--steps", "30", "--batch-size", "256", "--k", "4", "--lr", "3e-3"]
     result = cli("-q", "sae", "train", "themes", *fast, "--out", tmp_path / "a", "--json")
