@@ -40,6 +40,8 @@ BUDGET = 1 << 30
 """Bytes of accumulators held at once; baselines beyond it are measured in further passes over the rows."""
 MIN_FIRES = 10
 """A feature needs this many firing rows among those compared before its lifts name roommates."""
+NULL_NEURONS = 10
+"""Null neurons per neuron, at most, behind an OR-gate degree's chance level (each a mean over them)."""
 SCATTER_ROWS = 4096
 """Rows kept (spread over the shards) for the scatter plots of matched pairs."""
 
@@ -118,6 +120,25 @@ def compared_rows(cfg: CompareNeuronsConfig, sq, features) -> Rows:
 
 
 @dataclass
+class Centred:
+    """A chunk of real neurons centred on its own means, once for every arm that meets it."""
+
+    centred: object
+    """torch [n, N] float32."""
+    mean: np.ndarray
+    m2: np.ndarray
+
+    @classmethod
+    def of(cls, R: np.ndarray) -> Centred:
+        import torch
+
+        R = torch.from_numpy(R)
+        mu = R.mean(0)
+        Rc = R - mu
+        return cls(Rc, mu.double().numpy(), (Rc * Rc).sum(0).double().numpy())
+
+
+@dataclass
 class Moments:
     """Means, variances and the cross co-moments of synthetic (S) and real (R) neurons, merged
     chunk by chunk with Chan et al.'s parallel update: each chunk is centred on its own means
@@ -137,25 +158,25 @@ class Moments:
         self.mean_r, self.m2_r = np.zeros(self.N), np.zeros(self.N)
         self.c = np.zeros((self.M, self.N))
 
-    def add(self, S: np.ndarray, R: np.ndarray) -> None:
-        """Fold in a chunk: S [n, M], R [n, N], float32."""
+    def add(self, S: np.ndarray, R: Centred) -> None:
+        """Fold in a chunk: S [n, M] float32, and the real neurons of the same rows, centred."""
         import torch
 
         nb = len(S)
         if nb == 0:
             return
-        S, R = torch.from_numpy(S), torch.from_numpy(R)
-        mu_s, mu_r = S.mean(0), R.mean(0)  # torch's float sums are cascaded: accurate in float32
-        Sc, Rc = S - mu_s, R - mu_r
-        cb = (Sc.T @ Rc).double().numpy()
-        m2s, m2r = (Sc * Sc).sum(0).double().numpy(), (Rc * Rc).sum(0).double().numpy()
-        mu_s, mu_r = mu_s.double().numpy(), mu_r.double().numpy()
+        S = torch.from_numpy(S)
+        mu_s = S.mean(0)  # torch's float sums are cascaded: accurate in float32
+        Sc = S - mu_s
+        cb = (Sc.T @ R.centred).double().numpy()
+        m2s = (Sc * Sc).sum(0).double().numpy()
+        mu_s = mu_s.double().numpy()
         n = self.n + nb
-        ds, dr = mu_s - self.mean_s, mu_r - self.mean_r
+        ds, dr = mu_s - self.mean_s, R.mean - self.mean_r
         w = self.n * nb / n
         self.c += cb + w * np.outer(ds, dr)
         self.m2_s += m2s + w * ds * ds
-        self.m2_r += m2r + w * dr * dr
+        self.m2_r += R.m2 + w * dr * dr
         self.mean_s += ds * nb / n
         self.mean_r += dr * nb / n
         self.n = n
@@ -214,12 +235,13 @@ class Lifts:
 
 
 def sparse_inputs(idx: np.ndarray, val: np.ndarray, fired: np.ndarray, F: int):
-    """The chunk's features as a scipy CSR matrix [n, F] (float32), built once for every arm."""
+    """The chunk's features as a scipy CSR matrix [n, F] (float32), built once for every arm.
+    Row by row as stored, so nothing is sorted (the products do not need sorted columns)."""
     from scipy.sparse import csr_matrix
 
     keep = fired.ravel()
-    rows = np.repeat(np.arange(len(idx)), idx.shape[1])[keep]
-    return csr_matrix((val.ravel()[keep], (rows, idx.ravel()[keep])), shape=(len(idx), F), dtype=np.float32)
+    indptr = np.concatenate([[0], np.cumsum(fired.sum(1))])
+    return csr_matrix((val.ravel()[keep].astype(np.float32), idx.ravel()[keep], indptr), shape=(len(idx), F))
 
 
 # --------------------------------------------------------------------------- the arms
@@ -231,10 +253,13 @@ class Arm:
 
     name: str
     kind: str
-    """squeezer, random (a fresh initialisation), shuffled (tokens permuted in each shard) or rotated."""
+    """squeezer, random (a fresh initialisation), shuffled (tokens permuted in each shard), rotated, or
+    decoder (the SAE's own reconstruction of the neurons: the ceiling)."""
     draw: int = 0
     moments: Moments | None = None
     lifts: Lifts | None = None
+    encoder: Encoder | None = None
+    """The decoder arm's own neurons (the others share the trained Squeezer's or a random draw's)."""
 
 
 @dataclass
@@ -280,6 +305,7 @@ def accumulate(rows: Rows, arms: list[Arm], trained, make_random, M: int, N: int
     for piece, (idx, val, fired, R) in enumerate(rows):
         S = trained(idx, val)
         X = sparse_inputs(idx, val, fired, F) if lifted else None
+        Rc = Centred.of(R)
         if keep is not None:  # rows for the scatter plots, spread over the pieces
             take = np.random.default_rng([seed, piece]).permutation(len(S))[:keep["per_piece"]]
             keep["S"].append(S[take])
@@ -289,11 +315,13 @@ def accumulate(rows: Rows, arms: list[Arm], trained, make_random, M: int, N: int
                 H = S
             elif a.kind == "random":
                 H = randoms[a.draw](idx, val)
+            elif a.kind == "decoder":
+                H = a.encoder(idx, val)
             elif a.kind == "shuffled":
                 H = S[np.random.default_rng([seed, 1, a.draw, piece]).permutation(len(S))]
             else:
                 H = S @ rotations[a.draw]
-            a.moments.add(H, R)
+            a.moments.add(H, Rc)
             if a.lifts is not None:
                 a.lifts.add(X, H)
         if keep is not None:
@@ -363,13 +391,10 @@ def chance_overlaps(a: np.ndarray, b: np.ndarray, s_idx, r_idx, rng, draws: int)
     return nanmean(j), nanmean(w)
 
 
-def weight_rule(sq, features, relative: float, s_idx, r_idx, rng, draws: int) -> dict | None:
-    """Roommates read from weights instead of activations, where both sides have such weights:
-    a synthetic neuron's from the Squeezer's codes (packing.Packing.drive), a real neuron's from
-    the SAE's decoder rows, which are in the neuron basis when the SAE reads the neurons' own
-    hook: feature f moves neuron n by a_f · W_dec[f, n], a_f its mean activation. None otherwise."""
-    from codec_plugins.packing import open_packing
-
+def neuron_sae(features):
+    """(W_dec [F, N], b_dec [N]) of the features' SAE where it reads the real neurons' own hook,
+    so that its decoder rows are in the neuron basis; None otherwise (or where it cannot be
+    reopened, with a note)."""
     from codec_cli.sources import models
 
     if features.attrs.get("hook") != features.attrs.get("neurons"):
@@ -377,9 +402,18 @@ def weight_rule(sq, features, relative: float, s_idx, r_idx, rng, draws: int) ->
     try:
         handle, _ = models.reopen_sae(features)
     except BadInput as e:
-        info(f"compare: note: roommates by weights left out: {e}")
+        info(f"compare: note: the SAE's decoder is left out (roommates by weights, the ceiling): {e}")
         return None
-    W_dec = handle.sae.W_dec.detach().double().cpu().numpy()
+    sae = handle.sae
+    return sae.W_dec.detach().double().cpu().numpy(), sae.b_dec.detach().double().cpu().numpy()
+
+
+def weight_rule(sq, features, W_dec, relative: float, s_idx, r_idx, rng, draws: int) -> dict:
+    """Roommates read from weights instead of activations: a synthetic neuron's from the
+    Squeezer's codes (packing.Packing.drive), a real neuron's from the SAE's decoder rows in
+    the neuron basis: feature f moves neuron n by a_f · W_dec[f, n], a_f its mean activation."""
+    from codec_plugins.packing import open_packing
+
     typical = features.table("features.parquet", ["feature", "mean"]).sort("feature")["mean"].to_numpy()
     syn = roommates(open_packing(sq).drive(), relative)
     real = roommates(typical[:, None] * W_dec, relative)
@@ -453,7 +487,12 @@ def compare_neurons(cfg: CompareNeuronsConfig) -> dict:
         from scipy.stats import ortho_group
 
         rotations = {d: ortho_group.rvs(M, random_state=rng).astype(np.float32) for d in range(cfg.draws)}
+    decoder = neuron_sae(features)
     arms = [Arm("squeezer", "squeezer", 0, Moments(M, N), Lifts(F, M))]
+    if decoder is not None:  # the ceiling: the SAE's own reconstruction of the neurons, read as a Squeezer
+        # x W_dec + b_dec in the Squeezer's input units (x / scale), ReLU'd as the neurons are.
+        reading = Encoder.of({"W_enc": decoder[0] * rows.scale[:, None], "b_enc": decoder[1]}, "relu")
+        arms.append(Arm("decoder", "decoder", 0, Moments(N, N), encoder=reading))
     arms += [Arm(f"{k}/{d}", k, d, Moments(M, N), Lifts(F, M) if (k == "random" and d == 0) else None)
              for k in kinds for d in range(cfg.draws)]
     per_arm = 8 * M * N + 8 * F * M  # co-moments, and a random draw's weights or an arm's lifts
@@ -462,7 +501,7 @@ def compare_neurons(cfg: CompareNeuronsConfig) -> dict:
     real_lifts = Lifts(F, N)
     keep = {"per_piece": max(1, SCATTER_ROWS // max(len(rows.pieces), 1)), "S": [], "R": [], "real": real_lifts}
     info(f"compare: {rows.n:,} rows ({cfg.rows}), {M} synthetic × {N} real neurons at {features.attrs['neurons']}, "
-         f"{len(arms) - 1} baseline draws in {len(passes)} pass{'es' if len(passes) > 1 else ''}")
+         f"{sum(a.kind in kinds for a in arms)} baseline draws in {len(passes)} pass{'es' if len(passes) > 1 else ''}")
     with progress("compare", len(passes), unit="passes") as bar:
         for k, group in enumerate(passes):
             accumulate(rows, group, trained, make_random, M, N, F, cfg.seed, rotations, keep if k == 0 else None)
@@ -482,9 +521,11 @@ def compare_neurons(cfg: CompareNeuronsConfig) -> dict:
     rs, rr, random_matched = match(random0.moments.corr(), sign_free)
     rand_room = roommates(random0.lifts.lift(), cfg.relative)
     rand_j, rand_w = overlaps(rand_room[:, rs], real_room[:, rr])
-    by_weights = weight_rule(sq, features, cfg.relative, s_idx, r_idx, rng, cfg.draws)
-    deg_syn, deg_syn_null = or_gate_degrees(features, syn_room, cfg.window, min(cfg.draws, 20), cfg.seed)
-    deg_real, deg_real_null = or_gate_degrees(features, real_room, cfg.window, min(cfg.draws, 20), cfg.seed)
+    by_weights = None if decoder is None else weight_rule(sq, features, decoder[0], cfg.relative, s_idx, r_idx, rng,
+                                                          cfg.draws)
+    ceiling = next((mean_matched(a.moments.corr(), False) for a in arms if a.kind == "decoder"), None)
+    deg_syn, deg_syn_null = or_gate_degrees(features, syn_room, cfg.window, min(cfg.draws, NULL_NEURONS), cfg.seed)
+    deg_real, deg_real_null = or_gate_degrees(features, real_room, cfg.window, min(cfg.draws, NULL_NEURONS), cfg.seed)
 
     best_r = np.nanargmax(np.nan_to_num(np.abs(corr) if sign_free else corr, nan=-np.inf), axis=1)
     partner = np.full(M, -1)
@@ -524,6 +565,7 @@ def compare_neurons(cfg: CompareNeuronsConfig) -> dict:
                                           (("min", 0), ("q10", .1), ("median", .5), ("q90", .9), ("max", 1))},
         "best_correlation": nanmean(corr[np.arange(M), best_r]),
         "chance": {k: stat(v) for k, v in null.items()},
+        "ceiling": ceiling,
         "p_value": p_shuffled, "p_value_random": p_random,
         "roommates": {"rule": f"moves the neuron by ≥ {cfg.relative} × the most any feature does (slope × typical activation; features firing ≥ {MIN_FIRES} times)",
                       "synthetic_per_neuron": float((syn_room > 0).sum(0).mean()),
@@ -553,7 +595,7 @@ def compare_neurons(cfg: CompareNeuronsConfig) -> dict:
                                               "feature": np.array([r[2] for r in room], dtype=np.int32),
                                               "drive": np.array([r[3] for r in room], dtype=np.float32)})
         out.write_json("summary.json", summary)
-        for name, fig in figures(corr, s_idx, r_idx, matched, random_matched, null, observed, sample, sign_free).items():
+        for name, fig in figures(corr, s_idx, r_idx, matched, random_matched, null, observed, ceiling, sample, sign_free).items():
             fig.savefig(out.path / f"{name}.png", format="png", dpi=120, metadata={"Software": None})
     info(f"compare: matched correlation {observed:.3f} (random Squeezer {null['random'].mean():.3f}, "
          f"shuffled tokens {null['shuffled'].mean():.3f}, p = {p_shuffled:.3g})")
@@ -563,7 +605,7 @@ def compare_neurons(cfg: CompareNeuronsConfig) -> dict:
 # --------------------------------------------------------------------------- figures
 
 
-def figures(corr, s_idx, r_idx, matched, random_matched, null, observed, sample, sign_free) -> dict:
+def figures(corr, s_idx, r_idx, matched, random_matched, null, observed, ceiling, sample, sign_free) -> dict:
     from matplotlib.figure import Figure
 
     out = {}
@@ -573,8 +615,9 @@ def figures(corr, s_idx, r_idx, matched, random_matched, null, observed, sample,
     shown = corr[np.ix_(s_idx[order], r_idx[order])]
     im = ax.imshow(np.nan_to_num(shown), cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
     fig.colorbar(im, ax=ax, label="correlation")
-    ax.set(xlabel="real neuron (matched order)", ylabel="synthetic neuron (by matched correlation)",
-           title=f"Synthetic × real neurons, matched pairs on the diagonal ({len(order)} shown)")
+    ax.set(xlabel="real neuron (its partner's order)", ylabel="synthetic neuron (by matched correlation)",
+           title=f"Correlations; matched pairs on the diagonal\n({len(order)} best pairs shown)")
+    fig.tight_layout()
     out["correlations"] = fig
 
     fig = Figure(figsize=(10, 4))
@@ -589,6 +632,8 @@ def figures(corr, s_idx, r_idx, matched, random_matched, null, observed, sample,
     for k, v in null.items():
         b.hist(v, bins=30, color=colors[k], alpha=0.7, label=labels[k])
     b.axvline(observed, color="C0", lw=2, label=f"trained: {observed:.3f}")
+    if ceiling is not None:
+        b.axvline(ceiling, color="k", lw=1, ls="--", label=f"the SAE's own reconstruction: {ceiling:.3f}")
     b.set(xlabel="mean matched correlation", ylabel="draws", title="Against chance (same matching rule)")
     b.legend(fontsize=8)
     fig.tight_layout()

@@ -155,3 +155,19 @@ def test_a_comparison_is_refused_when_the_inputs_cannot_support_it(dense, cli, t
           "--steps", 20, "--eval-rows", 1024, "--no-faithfulness", "--out", tmp_path / "sq-no-neurons")
     refused(tmp_path / "sq-no-neurons", says="holds no real neurons")
     refused(root / "squeezer", tmp_path / "no-neurons", says="was made from a different features artifact")
+
+
+def test_on_the_themes_world_the_saes_own_decoder_is_the_ceiling(tmp_path) -> None:
+    """A real model and sae-lens SAE: the shipped mlp0 SAE reads the MLP neurons, so its decoder
+    rows are in the neuron basis, which gives roommates by weights and a ceiling: the SAE's own
+    reconstruction of the neurons, read as a Squeezer, matches them nearly one for one."""
+    codec("extract", "themes", "--sae", "mlp0", "--neurons", "blocks.0.mlp.hook_post", "--tokens", 12_000,
+          "--out", tmp_path / "features")
+    codec("squeeze", tmp_path / "features", "--m", 256, "--k", 16, "--neuron-act", "relu", "--rescale", "max",
+          "--steps", 50, "--eval-rows", 4096, "--no-faithfulness", "--out", tmp_path / "squeezer")
+    s = codec("compare", "neurons", tmp_path / "squeezer", "--draws", 3, "--out", tmp_path / "comparison")
+    assert s["real_hook"] == "blocks.0.mlp.hook_post" and s["matched"] == 256 and s["rows"] == 4096
+    assert s["ceiling"] > 0.9, s["ceiling"]  # the SAE's FVU on these neurons is about 0.03
+    assert s["matched_correlation"] < s["ceiling"] and s["chance"]["shuffled"]["mean"] < 0.1
+    w = s["roommates"]["by_weights"]
+    assert w["real_per_neuron"] > 1 and 0 <= w["jaccard"] <= 1 and 0 <= w["jaccard_chance"] <= 1

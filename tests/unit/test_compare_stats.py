@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from codec_cli.stages.compare import Lifts, Moments, cycle, match, overlaps, sparse_inputs
+from codec_cli.stages.compare import Centred, Lifts, Moments, cycle, match, overlaps, sparse_inputs
 
 
 def test_chunked_co_moments_give_numpys_correlations() -> None:
@@ -14,7 +14,7 @@ def test_chunked_co_moments_give_numpys_correlations() -> None:
     R = (S[:, :4] * 0.5 + rng.normal(size=(3000, 4)) + 7e2).astype(np.float32)
     m = Moments(5, 4)
     for lo, hi in ((0, 7), (7, 1000), (1000, 1001), (1001, 3000)):
-        m.add(S[lo:hi], R[lo:hi])
+        m.add(S[lo:hi], Centred.of(R[lo:hi]))
     want = np.corrcoef(S.astype(np.float64).T, R.astype(np.float64).T)[:5, 5:]
     # float32 data near 1e3 resolve 6e-5 each: 1e-5 is what the data allow; a naive Σxy − nμμ in
     # float32 would be off by orders of magnitude more.
@@ -25,7 +25,7 @@ def test_a_neuron_that_never_varies_has_no_correlation() -> None:
     S = np.ones((100, 2), np.float32)
     S[:, 1] = np.arange(100)
     m = Moments(2, 1)
-    m.add(S, np.arange(100, dtype=np.float32)[:, None])
+    m.add(S, Centred.of(np.arange(100, dtype=np.float32)[:, None]))
     c = m.corr()
     assert np.isnan(c[0, 0]) and c[1, 0] == pytest.approx(1.0)
 
