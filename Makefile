@@ -34,6 +34,9 @@ demo: $(STAMP)
 	$(BIN)/codec squeeze demo/features --m 32 --k 8 --epochs 20 --rescale max --neuron-act relu --out demo/squeezer-relu
 	$(BIN)/codec analyze demo/squeezer demo/features -P polytope,superposition-tax --out demo/analysis
 	$(BIN)/codec analyze demo/squeezer-relu demo/features -P polysemanticity,or-gate --out demo/analysis-relu
+	$(BIN)/codec extract themes --sae mlp0 --tokens 100000 --neurons blocks.0.mlp.hook_post --out demo/features-mlp0
+	$(BIN)/codec squeeze demo/features-mlp0 --m 256 --k 16 --epochs 10 --rescale max --neuron-act relu --out demo/squeezer-mlp0
+	$(BIN)/codec compare neurons demo/squeezer-mlp0 --out demo/comparison
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

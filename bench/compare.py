@@ -66,7 +66,7 @@ def main() -> None:
 
         def compare(n_random: int = 0):
             accumulate(fresh(), arms(n_random), model, lambda d: Encoder.random(F, M, "relu", d + 1),
-                       M, M, F, 0, {}, None)
+                       M, M, F, 0, None)
 
         t_read, t_one, t_two = best(read), best(compare), best(lambda: compare(1))
         n = SHARDS * ROWS

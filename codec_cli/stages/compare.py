@@ -292,15 +292,24 @@ class Encoder:
         import torch
 
         with torch.no_grad():
-            h = torch.nn.functional.embedding_bag(torch.from_numpy(idx), self.W, per_sample_weights=torch.from_numpy(val),
-                                                  mode="sum").add_(self.b)
+            h = torch.nn.functional.embedding_bag(torch.from_numpy(idx), self.W, mode="sum",
+                                                  per_sample_weights=torch.from_numpy(val)).add_(self.b)
             return (h.relu_() if self.relu else h).numpy()
 
 
+def rotation(M: int, seed: int, draw: int) -> np.ndarray:
+    """Draw `draw`'s random orthogonal M × M matrix (Haar-distributed, scipy's ortho_group)."""
+    from scipy.stats import ortho_group
+
+    return ortho_group.rvs(M, random_state=np.random.default_rng([seed, 2, draw])).astype(np.float32)
+
+
 def accumulate(rows: Rows, arms: list[Arm], trained, make_random, M: int, N: int, F: int, seed: int,
-               rotations: dict, keep: dict | None) -> None:
-    """One pass over the rows, filling every arm's moments (and lifts where asked)."""
+               keep: dict | None) -> None:
+    """One pass over the rows, filling every arm's moments (and lifts where asked). Each pass
+    makes its own draws' random encoders and rotations, so memory holds one pass's."""
     randoms = {a.draw: make_random(a.draw) for a in arms if a.kind == "random"}
+    rotations = {a.draw: rotation(M, seed, a.draw) for a in arms if a.kind == "rotated"}
     lifted = keep is not None or any(a.lifts is not None for a in arms)
     for piece, (idx, val, fired, R) in enumerate(rows):
         S = trained(idx, val)
@@ -481,12 +490,7 @@ def compare_neurons(cfg: CompareNeuronsConfig) -> dict:
         return Encoder.random(F, M, act, cfg.seed + 1 + draw)
 
     rng = np.random.default_rng(cfg.seed)
-    rotations = {}
     kinds = ["random", "shuffled"] + (["rotated"] if sign_free else [])
-    if sign_free:
-        from scipy.stats import ortho_group
-
-        rotations = {d: ortho_group.rvs(M, random_state=rng).astype(np.float32) for d in range(cfg.draws)}
     decoder = neuron_sae(features)
     arms = [Arm("squeezer", "squeezer", 0, Moments(M, N), Lifts(F, M))]
     if decoder is not None:  # the ceiling: the SAE's own reconstruction of the neurons, read as a Squeezer
@@ -495,7 +499,7 @@ def compare_neurons(cfg: CompareNeuronsConfig) -> dict:
         arms.append(Arm("decoder", "decoder", 0, Moments(N, N), encoder=reading))
     arms += [Arm(f"{k}/{d}", k, d, Moments(M, N), Lifts(F, M) if (k == "random" and d == 0) else None)
              for k in kinds for d in range(cfg.draws)]
-    per_arm = 8 * M * N + 8 * F * M  # co-moments, and a random draw's weights or an arm's lifts
+    per_arm = 8 * M * N + 8 * F * M + 4 * M * M  # co-moments, a random draw's weights or lifts, a rotation
     per_pass = max(1, BUDGET // per_arm)
     passes = [arms[i:i + per_pass] for i in range(0, len(arms), per_pass)]
     real_lifts = Lifts(F, N)
@@ -504,7 +508,7 @@ def compare_neurons(cfg: CompareNeuronsConfig) -> dict:
          f"{sum(a.kind in kinds for a in arms)} baseline draws in {len(passes)} pass{'es' if len(passes) > 1 else ''}")
     with progress("compare", len(passes), unit="passes") as bar:
         for k, group in enumerate(passes):
-            accumulate(rows, group, trained, make_random, M, N, F, cfg.seed, rotations, keep if k == 0 else None)
+            accumulate(rows, group, trained, make_random, M, N, F, cfg.seed, keep if k == 0 else None)
             bar.update(completed=k + 1)
 
     corr = arms[0].moments.corr()
@@ -528,27 +532,8 @@ def compare_neurons(cfg: CompareNeuronsConfig) -> dict:
     deg_real, deg_real_null = or_gate_degrees(features, real_room, cfg.window, min(cfg.draws, NULL_NEURONS), cfg.seed)
 
     best_r = np.nanargmax(np.nan_to_num(np.abs(corr) if sign_free else corr, nan=-np.inf), axis=1)
-    partner = np.full(M, -1)
-    partner[s_idx] = r_idx
-    score = np.full(M, np.nan)
-    score[s_idx] = matched
-    at = {s: i for i, s in enumerate(s_idx)}
-    pick = lambda x: np.array([x[at[s]] if s in at else np.nan for s in range(M)])  # noqa: E731
-    dsr = np.full(M, np.nan)
-    dsr[s_idx] = deg_real[r_idx]
-    table = {"synthetic": np.arange(M, dtype=np.int32), "real": pl.Series("real", [int(r) if r >= 0 else None for r in partner],
-                                                                          dtype=pl.Int32),
-             "correlation": pl.Series("correlation", score, nan_to_null=True),
-             "best_real": best_r.astype(np.int32),
-             "best_correlation": pl.Series("best_correlation", corr[np.arange(M), best_r], nan_to_null=True),
-             "roommates_synthetic": (syn_room > 0).sum(0).astype(np.int32),
-             "roommates_real": pl.Series("roommates_real", pick((real_room[:, r_idx] > 0).sum(0).astype(float)),
-                                         nan_to_null=True).cast(pl.Int32),
-             "jaccard": pl.Series("jaccard", pick(jac), nan_to_null=True),
-             "weighted_jaccard": pl.Series("weighted_jaccard", pick(wjac), nan_to_null=True),
-             "degree_synthetic": pl.Series("degree_synthetic", deg_syn, nan_to_null=True),
-             "degree_real": pl.Series("degree_real", dsr, nan_to_null=True),
-             "active_synthetic": (arms[0].lifts.total / max(rows.n, 1)).astype(np.float32)}
+    table = matches_table(corr, s_idx, r_idx, matched, best_r, syn_room, real_room, jac, wjac, deg_syn, deg_real,
+                          arms[0].lifts.total / max(rows.n, 1), real_lifts.total / max(rows.n, 1))
     matched_deg = np.isfinite(deg_syn[s_idx]) & np.isfinite(deg_real[r_idx])
     p_shuffled = float((1 + (null["shuffled"] >= observed).sum()) / (1 + len(null["shuffled"])))
     p_random = float((1 + (null["random"] >= observed).sum()) / (1 + len(null["random"])))
@@ -567,7 +552,8 @@ def compare_neurons(cfg: CompareNeuronsConfig) -> dict:
         "chance": {k: stat(v) for k, v in null.items()},
         "ceiling": ceiling,
         "p_value": p_shuffled, "p_value_random": p_random,
-        "roommates": {"rule": f"moves the neuron by ≥ {cfg.relative} × the most any feature does (slope × typical activation; features firing ≥ {MIN_FIRES} times)",
+        "roommates": {"rule": f"moves the neuron by ≥ {cfg.relative} × the most any feature does (slope × typical "
+                              f"activation; features firing ≥ {MIN_FIRES} times)",
                       "synthetic_per_neuron": float((syn_room > 0).sum(0).mean()),
                       "real_per_neuron": float((real_room > 0).sum(0).mean()),
                       "jaccard": nanmean(jac), "jaccard_chance": chance_j,
@@ -588,18 +574,45 @@ def compare_neurons(cfg: CompareNeuronsConfig) -> dict:
                                "matched_correlation": observed}) as out:
         out.write_table("matches.parquet", table)
         out.write_tensors("correlations.safetensors", {"correlation": corr.astype(np.float32)})
-        room = [(side, n, f, v) for side, R_ in (("synthetic", syn_room), ("real", real_room))
-                for f, n, v in zip(*np.nonzero(R_), R_[np.nonzero(R_)])]
-        out.write_table("roommates.parquet", {"side": [r[0] for r in room],
-                                              "neuron": np.array([r[1] for r in room], dtype=np.int32),
-                                              "feature": np.array([r[2] for r in room], dtype=np.int32),
-                                              "drive": np.array([r[3] for r in room], dtype=np.float32)})
+        out.write_table("roommates.parquet", pl.concat([roommates_table(side, R) for side, R in
+                                                        (("synthetic", syn_room), ("real", real_room))]))
         out.write_json("summary.json", summary)
-        for name, fig in figures(corr, s_idx, r_idx, matched, random_matched, null, observed, ceiling, sample, sign_free).items():
+        for name, fig in figures(corr, s_idx, r_idx, matched, random_matched, null, observed, ceiling, sample,
+                                 sign_free).items():
             fig.savefig(out.path / f"{name}.png", format="png", dpi=120, metadata={"Software": None})
     info(f"compare: matched correlation {observed:.3f} (random Squeezer {null['random'].mean():.3f}, "
          f"shuffled tokens {null['shuffled'].mean():.3f}, p = {p_shuffled:.3g})")
     return summary
+
+
+def matches_table(corr, s_idx, r_idx, matched, best_r, syn_room, real_room, jac, wjac, deg_syn, deg_real,
+                  mean_syn, mean_real) -> pl.DataFrame:
+    """matches.parquet: one row per synthetic neuron; a matched pair's columns are null where it has no partner."""
+    M = corr.shape[0]
+
+    def per_synthetic(values, dtype=pl.Float64):  # a value per matched pair, laid out by synthetic neuron
+        out = np.full(M, np.nan)
+        out[s_idx] = values
+        return pl.Series(out, nan_to_null=True).cast(dtype)
+
+    return pl.DataFrame({
+        "synthetic": np.arange(M, dtype=np.int32), "real": per_synthetic(r_idx, pl.Int32),
+        "correlation": per_synthetic(matched), "best_real": best_r.astype(np.int32),
+        "best_correlation": pl.Series(corr[np.arange(M), best_r], nan_to_null=True),
+        "roommates_synthetic": (syn_room > 0).sum(0).astype(np.int32),
+        "roommates_real": per_synthetic((real_room[:, r_idx] > 0).sum(0), pl.Int32),
+        "jaccard": per_synthetic(jac), "weighted_jaccard": per_synthetic(wjac),
+        "degree_synthetic": pl.Series(deg_syn, nan_to_null=True), "degree_real": per_synthetic(deg_real[r_idx]),
+        "mean_synthetic": mean_syn.astype(np.float32), "mean_real": per_synthetic(mean_real[r_idx], pl.Float32)})
+
+
+def roommates_table(side: str, drives: np.ndarray) -> pl.DataFrame:
+    """roommates.parquet rows of one side: each (neuron, feature) it carries, with its normalised drive."""
+    f, n = np.nonzero(drives)
+    order = np.lexsort((f, n))
+    f, n = f[order], n[order]
+    return pl.DataFrame({"side": [side] * len(f), "neuron": n.astype(np.int32), "feature": f.astype(np.int32),
+                         "drive": drives[f, n].astype(np.float32)})
 
 
 # --------------------------------------------------------------------------- figures
