@@ -5,7 +5,7 @@ and what the one-to-one matching costs at 4,096 × 4,096 neurons.
    256 real neurons per row, as the themes world's mlp0 extraction has) is read once as
    the comparison reads it (top-k, scaling, the neurons beside each shard), then read
    again while the trained Squeezer's neurons are encoded and their co-moments with the
-   real ones and their lifts are accumulated. Each read checks the files' hashes, as a
+   real ones and how far each feature moves them are accumulated. Each read checks the files' hashes, as a
    run's does. Printed: the ratio of the two (target ≤ 1.5), and what one more baseline
    draw adds.
 2. The Hungarian matching (scipy's `linear_sum_assignment`) of a 4,096 × 4,096 matrix of
@@ -23,7 +23,7 @@ import numpy as np
 
 from codec_cli.artifacts import ArtifactWriter, open_artifact
 from codec_cli.sources.features import NEURONS, Piece
-from codec_cli.stages.compare import Arm, Encoder, Lifts, Moments, Rows, accumulate, match
+from codec_cli.stages.compare import Arm, Encoder, Moves, Moments, Rows, accumulate, match
 
 F, K, M, SHARDS, ROWS = 1024, 16, 256, 4, 32_768
 
@@ -61,7 +61,7 @@ def main() -> None:
                 pass
 
         def arms(n_random: int):
-            out = [Arm("squeezer", "squeezer", 0, Moments(M, M), Lifts(F, M))]
+            out = [Arm("squeezer", "squeezer", 0, Moments(M, M), Moves(F, M))]
             return out + [Arm(f"random/{d}", "random", d, Moments(M, M)) for d in range(n_random)]
 
         def compare(n_random: int = 0):

@@ -13,11 +13,13 @@ of. On the same tokens, streamed shard by shard (docs/compare.md has every formu
    matching that maximises the summed correlation (Hungarian, scipy's
    `linear_sum_assignment`) and each neuron's best partner;
 2. interference: which features each neuron carries (its roommates, by one rule for both
-   sides: how much the feature's firing lifts the neuron), their overlap for matched pairs
-   (Jaccard, weighted Jaccard), and each neuron's OR-gate degree (or_gate.degree);
+   sides: how far the feature moves the neuron; and by weights, where the SAE reads the
+   neurons' own hook), their overlap for matched pairs (Jaccard, weighted Jaccard), and
+   each neuron's OR-gate degree (or_gate.degree);
 3. chance, measured with the same rules: randomly initialised Squeezers of the same shape,
    the trained one with its tokens shuffled against the real neurons inside each shard
-   (and, for linear neurons, randomly rotated), and random pairings of neurons.
+   (and, for linear neurons, randomly rotated), random pairings of neurons, null neurons;
+   and a ceiling, where the SAE reads the neurons' hook: its own reconstruction of them.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from codec_cli.talk import info, progress
 BUDGET = 1 << 30
 """Bytes of accumulators held at once; baselines beyond it are measured in further passes over the rows."""
 MIN_FIRES = 10
-"""A feature needs this many firing rows among those compared before its lifts name roommates."""
+"""A feature needs this many firing rows among those compared before its moves name roommates."""
 NULL_NEURONS = 10
 """Null neurons per neuron, at most, behind an OR-gate degree's chance level (each a mean over them)."""
 SCATTER_ROWS = 4096
@@ -194,7 +196,7 @@ class Moments:
 
 
 @dataclass
-class Lifts:
+class Moves:
     """How far each feature moves each neuron: the least-squares slope of the neuron's
     activation on the feature's (zeros included, over the compared rows) times the feature's
     typical activation where it fires. One rule for real and synthetic neurons alike, in the
@@ -222,7 +224,7 @@ class Lifts:
         self.total += H.sum(0, dtype=np.float64)
         self.n += X.shape[0]
 
-    def lift(self) -> np.ndarray:
+    def moves(self) -> np.ndarray:
         """[F, M]; 0 for a feature that fires in fewer than MIN_FIRES rows or never varies."""
         n = max(self.n, 1)
         mx = self.sx / n
@@ -257,7 +259,7 @@ class Arm:
     decoder (the SAE's own reconstruction of the neurons: the ceiling)."""
     draw: int = 0
     moments: Moments | None = None
-    lifts: Lifts | None = None
+    moves: Moves | None = None
     encoder: Encoder | None = None
     """The decoder arm's own neurons (the others share the trained Squeezer's or a random draw's)."""
 
@@ -306,14 +308,14 @@ def rotation(M: int, seed: int, draw: int) -> np.ndarray:
 
 def accumulate(rows: Rows, arms: list[Arm], trained, make_random, M: int, N: int, F: int, seed: int,
                keep: dict | None) -> None:
-    """One pass over the rows, filling every arm's moments (and lifts where asked). Each pass
+    """One pass over the rows, filling every arm's moments (and moves where asked). Each pass
     makes its own draws' random encoders and rotations, so memory holds one pass's."""
     randoms = {a.draw: make_random(a.draw) for a in arms if a.kind == "random"}
     rotations = {a.draw: rotation(M, seed, a.draw) for a in arms if a.kind == "rotated"}
-    lifted = keep is not None or any(a.lifts is not None for a in arms)
+    moving = keep is not None or any(a.moves is not None for a in arms)
     for piece, (idx, val, fired, R) in enumerate(rows):
         S = trained(idx, val)
-        X = sparse_inputs(idx, val, fired, F) if lifted else None
+        X = sparse_inputs(idx, val, fired, F) if moving else None
         Rc = Centred.of(R)
         if keep is not None:  # rows for the scatter plots, spread over the pieces
             take = np.random.default_rng([seed, piece]).permutation(len(S))[:keep["per_piece"]]
@@ -331,8 +333,8 @@ def accumulate(rows: Rows, arms: list[Arm], trained, make_random, M: int, N: int
             else:
                 H = S @ rotations[a.draw]
             a.moments.add(H, Rc)
-            if a.lifts is not None:
-                a.lifts.add(X, H)
+            if a.moves is not None:
+                a.moves.add(X, H)
         if keep is not None:
             keep["real"].add(X, R)
 
@@ -356,12 +358,12 @@ def mean_matched(corr: np.ndarray, sign_free: bool) -> float:
 # --------------------------------------------------------------------------- roommates
 
 
-def roommates(lift: np.ndarray, relative: float) -> np.ndarray:
+def roommates(drive: np.ndarray, relative: float) -> np.ndarray:
     """[F, M] drives normalised by each neuron's largest, zero where a feature is not a roommate:
-    it lifts the neuron by at least `relative` of the most any feature does (packing.members)."""
+    it moves the neuron by at least `relative` of the most any feature does (packing.members)."""
     from codec_plugins.packing import members
 
-    drive = np.maximum(lift, 0.0)
+    drive = np.maximum(drive, 0.0)
     f, n, d = members(drive, relative, 0.0)
     out = np.zeros_like(drive)
     top = drive.max(0)
@@ -492,18 +494,18 @@ def compare_neurons(cfg: CompareNeuronsConfig) -> dict:
     rng = np.random.default_rng(cfg.seed)
     kinds = ["random", "shuffled"] + (["rotated"] if sign_free else [])
     decoder = neuron_sae(features)
-    arms = [Arm("squeezer", "squeezer", 0, Moments(M, N), Lifts(F, M))]
+    arms = [Arm("squeezer", "squeezer", 0, Moments(M, N), Moves(F, M))]
     if decoder is not None:  # the ceiling: the SAE's own reconstruction of the neurons, read as a Squeezer
         # x W_dec + b_dec in the Squeezer's input units (x / scale), ReLU'd as the neurons are.
         reading = Encoder.of({"W_enc": decoder[0] * rows.scale[:, None], "b_enc": decoder[1]}, "relu")
         arms.append(Arm("decoder", "decoder", 0, Moments(N, N), encoder=reading))
-    arms += [Arm(f"{k}/{d}", k, d, Moments(M, N), Lifts(F, M) if (k == "random" and d == 0) else None)
+    arms += [Arm(f"{k}/{d}", k, d, Moments(M, N), Moves(F, M) if (k == "random" and d == 0) else None)
              for k in kinds for d in range(cfg.draws)]
-    per_arm = 8 * M * N + 8 * F * M + 4 * M * M  # co-moments, a random draw's weights or lifts, a rotation
+    per_arm = 8 * M * N + 8 * F * M + 4 * M * M  # co-moments, a random draw's weights or moves, a rotation
     per_pass = max(1, BUDGET // per_arm)
     passes = [arms[i:i + per_pass] for i in range(0, len(arms), per_pass)]
-    real_lifts = Lifts(F, N)
-    keep = {"per_piece": max(1, SCATTER_ROWS // max(len(rows.pieces), 1)), "S": [], "R": [], "real": real_lifts}
+    real_moves = Moves(F, N)
+    keep = {"per_piece": max(1, SCATTER_ROWS // max(len(rows.pieces), 1)), "S": [], "R": [], "real": real_moves}
     info(f"compare: {rows.n:,} rows ({cfg.rows}), {M} synthetic × {N} real neurons at {features.attrs['neurons']}, "
          f"{sum(a.kind in kinds for a in arms)} baseline draws in {len(passes)} pass{'es' if len(passes) > 1 else ''}")
     with progress("compare", len(passes), unit="passes") as bar:
@@ -517,13 +519,13 @@ def compare_neurons(cfg: CompareNeuronsConfig) -> dict:
     null = {k: np.array([mean_matched(a.moments.corr(), sign_free) for a in arms if a.kind == k]) for k in kinds}
 
     # Roommates by one rule on both sides, and their overlap for matched pairs beside chance.
-    syn_room = roommates(arms[0].lifts.lift(), cfg.relative)
-    real_room = roommates(real_lifts.lift(), cfg.relative)
+    syn_room = roommates(arms[0].moves.moves(), cfg.relative)
+    real_room = roommates(real_moves.moves(), cfg.relative)
     jac, wjac = overlaps(syn_room[:, s_idx], real_room[:, r_idx])
     chance_j, chance_w = chance_overlaps(syn_room, real_room, s_idx, r_idx, rng, cfg.draws)
     random0 = next(a for a in arms if a.kind == "random")
     rs, rr, random_matched = match(random0.moments.corr(), sign_free)
-    rand_room = roommates(random0.lifts.lift(), cfg.relative)
+    rand_room = roommates(random0.moves.moves(), cfg.relative)
     rand_j, rand_w = overlaps(rand_room[:, rs], real_room[:, rr])
     by_weights = None if decoder is None else weight_rule(sq, features, decoder[0], cfg.relative, s_idx, r_idx, rng,
                                                           cfg.draws)
@@ -533,7 +535,7 @@ def compare_neurons(cfg: CompareNeuronsConfig) -> dict:
 
     best_r = np.nanargmax(np.nan_to_num(np.abs(corr) if sign_free else corr, nan=-np.inf), axis=1)
     table = matches_table(corr, s_idx, r_idx, matched, best_r, syn_room, real_room, jac, wjac, deg_syn, deg_real,
-                          arms[0].lifts.total / max(rows.n, 1), real_lifts.total / max(rows.n, 1))
+                          arms[0].moves.total / max(rows.n, 1), real_moves.total / max(rows.n, 1))
     matched_deg = np.isfinite(deg_syn[s_idx]) & np.isfinite(deg_real[r_idx])
     p_shuffled = float((1 + (null["shuffled"] >= observed).sum()) / (1 + len(null["shuffled"])))
     p_random = float((1 + (null["random"] >= observed).sum()) / (1 + len(null["random"])))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from codec_cli.stages.compare import Centred, Lifts, Moments, cycle, match, overlaps, sparse_inputs
+from codec_cli.stages.compare import Centred, Moves, Moments, cycle, match, overlaps, sparse_inputs
 
 
 def test_chunked_co_moments_give_numpys_correlations() -> None:
@@ -30,7 +30,7 @@ def test_a_neuron_that_never_varies_has_no_correlation() -> None:
     assert np.isnan(c[0, 0]) and c[1, 0] == pytest.approx(1.0)
 
 
-def test_lifts_are_least_squares_slopes_times_the_typical_activation() -> None:
+def test_moves_are_least_squares_slopes_times_the_typical_activation() -> None:
     rng = np.random.default_rng(1)
     n, F = 2000, 3
     idx = np.stack([rng.permutation(F)[:2] for _ in range(n)])
@@ -39,12 +39,12 @@ def test_lifts_are_least_squares_slopes_times_the_typical_activation() -> None:
     x = np.zeros((n, F))
     np.put_along_axis(x, idx, np.where(fired, val, 0), 1)
     H = (x @ np.array([[2.0], [0.0], [-1.0]]) + rng.normal(scale=0.01, size=(n, 1))).astype(np.float32)
-    lifts = Lifts(F, 1)
+    moves = Moves(F, 1)
     for lo in range(0, n, 500):
-        lifts.add(sparse_inputs(idx[lo:lo + 500], val[lo:lo + 500], fired[lo:lo + 500], F), H[lo:lo + 500])
+        moves.add(sparse_inputs(idx[lo:lo + 500], val[lo:lo + 500], fired[lo:lo + 500], F), H[lo:lo + 500])
     for f in range(F):
         slope = np.polyfit(x[:, f], H[:, 0], 1)[0]
-        assert lifts.lift()[f, 0] == pytest.approx(slope * x[x[:, f] > 0, f].mean(), rel=1e-6)
+        assert moves.moves()[f, 0] == pytest.approx(slope * x[x[:, f] > 0, f].mean(), rel=1e-6)
 
 
 def test_a_cyclic_permutation_moves_everything() -> None:
