@@ -338,6 +338,9 @@ class SqueezeConfig:
     loss is kept (small toy models often land in a poor local minimum)."""
     seed: int = 0
     """Seed of the initial weights and of the shuffling."""
+    seeds: str | None = None
+    """Train one Squeezer per seed, e.g. 0,1,2, each into OUT/seed-N/ as --seed N would (not --restarts,
+    which keeps the best of several)."""
     eval_rows: int = 8192
     """The last rows of the features, held out of training: everything reported is measured on them."""
     buffer_rows: int = 1 << 18
@@ -357,14 +360,29 @@ class SqueezeConfig:
     checkpoint_every: int = 1000
     """Save a resumable checkpoint every this many steps (0: never)."""
     out: Path = Path("squeezer")
-    """Output directory: the squeezer artifact."""
+    """Output directory: the squeezer artifact (with --seeds, a directory of them)."""
     resume: bool = False
-    """Carry on from the last checkpoint of an interrupted run into the same --out."""
+    """Carry on from the last checkpoint of an interrupted run into the same --out (with --seeds:
+    finished seeds are kept, the interrupted one resumes)."""
 
     def __post_init__(self):
         check(self, positive=("m", "k", "batch_size", "steps", "epochs", "restarts", "eval_rows", "buffer_rows", "lr"),
               at_least_zero=("weight_decay", "final_lr", "represented", "warmup", "checkpoint_every"))
         quantile(self.rescale)
+        if self.seeds is not None:
+            seed_list(self.seeds)
+
+
+def seed_list(seeds: str) -> list[int]:
+    """"0,1,2" -> [0, 1, 2]: `--seeds`, distinct non-negative integers."""
+    try:
+        out = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        out = []
+    if not out or min(out) < 0 or len(set(out)) < len(out):
+        raise BadParameter("seeds", f"takes distinct non-negative integers separated by commas (e.g. 0,1,2), "
+                                    f"not {seeds!r}")
+    return out
 
 
 def quantile(rescale: str) -> float | None:
@@ -468,7 +486,16 @@ class SAERunConfig(SAETrainConfig):
     """The text field of .jsonl and .parquet corpora."""
     context: int = 64
     """Context length in tokens, BOS included, for --corpus files."""
+    seeds: str | None = None
+    """Train one SAE per seed, e.g. 0,1,2,3,4, each into OUT/seed-N/ as --seed N would."""
     out: Path = Path("sae")
-    """Output directory: a sae-lens SAE directory that is also a codec artifact."""
+    """Output directory: a sae-lens SAE directory that is also a codec artifact (with --seeds, a
+    directory of them)."""
     resume: bool = False
-    """Carry on from the last checkpoint of an interrupted run into the same --out."""
+    """Carry on from the last checkpoint of an interrupted run into the same --out (with --seeds:
+    finished seeds are kept, the interrupted one resumes)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.seeds is not None:
+            seed_list(self.seeds)

@@ -28,6 +28,7 @@ from codec_cli.errors import BadInput, CodecError
 from codec_cli.nn import checkpoint as checkpoints
 from codec_cli.nn import schedule
 from codec_cli.nn.squeezer import Squeezer
+from codec_cli.stages import seeds
 from codec_cli.sources import models
 from codec_cli.sources.features import Batches, Stats
 from codec_cli.talk import info, progress
@@ -232,7 +233,10 @@ def _finite(model) -> bool:
 
 @talk.reports
 def squeeze(cfg: SqueezeConfig) -> dict:
-    """Train, evaluate and write `cfg.out`; returns the metrics."""
+    """Train, evaluate and write `cfg.out`; returns the metrics (with `cfg.seeds`, one Squeezer
+    per seed in OUT/seed-N/: stages.seeds)."""
+    if cfg.seeds is not None:
+        return seeds.each(cfg, squeeze, "squeezer")
     check_output(cfg.out, "squeezer")
     art = open_artifact(cfg.features, "features")
     F = art.attrs.get("d_sae")

@@ -10,12 +10,16 @@ from codec_cli.artifacts import ArtifactWriter, check_output
 from codec_cli.config import SAERunConfig, SAETrainConfig
 from codec_cli.errors import BadInput
 from codec_cli.nn.sae import save, train_on_source, width
+from codec_cli.stages import seeds
 from codec_cli.sources import models
 
 
 @talk.reports
 def train_sae(cfg: SAERunConfig) -> dict:
-    """Train into `cfg.out`, resumably; returns the SAE's metrics and where it went."""
+    """Train into `cfg.out`, resumably; returns the SAE's metrics and where it went (with
+    `cfg.seeds`, one SAE per seed in OUT/seed-N/: stages.seeds)."""
+    if cfg.seeds is not None:
+        return seeds.each(cfg, train_sae, "sae")
     check_output(cfg.out, "sae")
     src = models.load_source(cfg.source, cfg.corpus, cfg.column, cfg.context)
     hook = cfg.hook or src.default_hook

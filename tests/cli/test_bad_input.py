@@ -170,6 +170,12 @@ CASES = [
                  "no such artifact directory", id="compare-missing-squeezer"),
     pytest.param(lambda t, m: ["compare", "neurons", "sq", "--draws", "0", "--out", t / "c"], 2,
                  "--draws must be at least 1", id="compare-no-draws"),
+    pytest.param(lambda t, m: ["sae", "train", "toy", "--seeds", "0,0", "--out", t / "s"], 2,
+                 "--seeds takes distinct non-negative integers", id="seeds-repeated"),
+    pytest.param(lambda t, m: ["squeeze", features(t), "--seeds", "one", "--out", t / "s"], 2,
+                 "--seeds takes distinct non-negative integers", id="seeds-not-numbers"),
+    pytest.param(lambda t, m: ["squeeze", features(t), "--m", "4", "--k", "4", "--seeds", "0,1", "--out", t / "features"],
+                 2, "is an artifact itself", id="seeds-into-an-artifact"),
     # Weights codec will not unpickle.
     pytest.param(lambda t, m: ["sae", "train", pickled_hf_model(t), "--corpus", corpus(t), "--out", t / "s"], 2,
                  "codec reads safetensors only", id="hf-pytorch-model-bin"),
