@@ -28,7 +28,8 @@ $(STAMP): pyproject.toml tests/example_plugin/pyproject.toml tests/example_plugi
 demo: $(STAMP)
 	$(BIN)/codec world list
 	$(BIN)/codec world build toy --out demo/toy
-	$(BIN)/codec sae train themes --steps 500 --out demo/sae-themes
+	$(BIN)/codec sae train themes --steps 500 --seeds 0,1,2 --out demo/sae-seeds
+	$(BIN)/codec compare dictionaries demo/sae-seeds/seed-0 demo/sae-seeds/seed-1 demo/sae-seeds/seed-2 --out demo/comparison-seeds
 	$(BIN)/codec extract themes --tokens 100000 --neurons blocks.0.mlp.hook_post --out demo/features
 	$(BIN)/codec squeeze demo/features --m 32 --k 8 --epochs 20 --rescale max --out demo/squeezer
 	$(BIN)/codec squeeze demo/features --m 32 --k 8 --epochs 20 --rescale max --neuron-act relu --out demo/squeezer-relu

@@ -11,10 +11,18 @@ and what the one-to-one matching costs at 4,096 × 4,096 neurons.
 2. The Hungarian matching (scipy's `linear_sum_assignment`) of a 4,096 × 4,096 matrix of
    noise with a planted permutation, against one dense 4,096² matrix product measured in
    the same run; the planted permutation must come back whole.
+3. `compare dictionaries`' matching of two dictionaries of F latents in d = 768 (one a
+   noisy permutation of the other, as two seeds' SAEs partly agree), dense against sparse,
+   at F = 4,096, 16,384 and 24,576: seconds and peak memory, each case in a process of its
+   own (peak resident memory above what the process held before matching). The sparse
+   route's total must equal the dense one's where both run. `--quick` stops at 4,096.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +31,8 @@ import numpy as np
 
 from codec_cli.artifacts import ArtifactWriter, open_artifact
 from codec_cli.sources.features import NEURONS, Piece
-from codec_cli.stages.compare import Arm, Encoder, Moves, Moments, Rows, accumulate, match
+from codec_cli.stages import compare_dictionaries as dictionaries
+from codec_cli.stages.compare_neurons import Arm, Encoder, Moves, Moments, Rows, accumulate, match
 
 F, K, M, SHARDS, ROWS = 1024, 16, 256, 4, 32_768
 
@@ -90,5 +99,47 @@ def main() -> None:
           f"({t_mm:.2f} s); the planted permutation recovered")
 
 
+
+def _rss(field: str) -> int:
+    """This process's resident memory (VmRSS) or its peak (VmHWM), in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def dictionary_case(route: str, F: int, d: int = 768) -> dict:
+    """One matching, in this process: seconds, peak memory above the inputs, and the total cosine."""
+    rng = np.random.default_rng(F)
+    B = dictionaries.unit(rng.standard_normal((F, d)))
+    A = dictionaries.unit(B[rng.permutation(F)] + 0.05 * rng.standard_normal((F, d)))
+    before = _rss("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the present
+    start = time.perf_counter()
+    m = dictionaries.match_dense(A, B) if route == "dense" else dictionaries.match_sparse(A, B, 32)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "peak_bytes": _rss("VmHWM") - before, "total": float(m.cosine.sum())}
+
+
+def dictionaries_bench(sizes) -> None:
+    print("compare dictionaries, d = 768: dense against sparse (32 candidates per latent each way)")
+    for F in sizes:
+        row = {}
+        for route in ("dense", "sparse"):
+            out = subprocess.run([sys.executable, __file__, "--case", route, str(F)], capture_output=True, text=True)
+            row[route] = json.loads(out.stdout) if out.returncode == 0 else None
+        dense, sparse = row["dense"], row["sparse"]
+        same = dense is not None and sparse is not None and abs(dense["total"] - sparse["total"]) < 1e-3 * F
+        line = f"  F = {F:6,}: sparse {sparse['seconds']:7.1f} s, {sparse['peak_bytes'] / 2**30:5.2f} GiB"
+        if dense is not None:
+            line += (f"   dense {dense['seconds']:7.1f} s, {dense['peak_bytes'] / 2**30:5.2f} GiB   "
+                     f"same total: {'yes' if same else 'NO'}")
+        print(line)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--case"]:
+        print(json.dumps(dictionary_case(sys.argv[2], int(sys.argv[3]))))
+    else:
+        main()
+        dictionaries_bench((4096,) if "--quick" in sys.argv else (4096, 16384, 24576))

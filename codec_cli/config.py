@@ -444,6 +444,34 @@ class CompareNeuronsConfig:
 
 
 @dataclass(frozen=True)
+class CompareDictionariesConfig:
+    inputs: list[str] = positional()
+    """Two or more dictionaries of one space: SAE directories (sae-lens, sparsify, `codec sae train`),
+    WORLD:SAE (e.g. themes:mlp0; toy:truth for the true features), RELEASE@SAE_ID (a sae-lens
+    release), or squeezers (their neurons, in feature space)."""
+    threshold: float = 0.7
+    """A latent is shared when its matched partner's decoder and encoder cosines are both at least this."""
+    draws: int = 5
+    """Pairs of random dictionaries of the same sizes behind each chance level."""
+    route: Literal["auto", "dense", "sparse"] = "auto"
+    """The matching: dense (every cosine at once), sparse (each latent's best candidates, in blocks of rows),
+    or auto (dense up to --dense-max cosines)."""
+    dense_max: int = 1 << 24
+    """The most cosines (F_A × F_B) the auto route matches densely."""
+    candidates: int = 32
+    """Candidates per latent, each way, on the sparse route."""
+    seed: int = 0
+    """Seed of the random dictionaries."""
+    out: Path = Path("comparison")
+    """Output directory: the comparison artifact."""
+
+    def __post_init__(self):
+        check(self, positive=("draws", "dense_max", "candidates"), at_least_zero=("seed",))
+        if not -1 <= self.threshold <= 1:
+            raise BadParameter("threshold", f"is a cosine, between -1 and 1, not {self.threshold}")
+
+
+@dataclass(frozen=True)
 class SAETrainConfig:
     architecture: Literal["topk", "relu"] = "topk"
     """topk (exactly k active features per token) or relu (ReLU with an L1 penalty)."""

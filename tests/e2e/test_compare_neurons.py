@@ -15,7 +15,7 @@ from safetensors.numpy import load_file
 
 from codec_cli.artifacts import ArtifactWriter, open_artifact
 from codec_cli.sources.features import NEURONS, shard_number, top_rows
-from codec_cli.stages.compare import Encoder
+from codec_cli.stages.compare_neurons import Encoder
 from squeezed import codec
 
 N_FEATURES, N_HIDDEN, DECAY = 8, 4, 0.7

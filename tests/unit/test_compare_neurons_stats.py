@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from codec_cli.stages.compare import Centred, Moves, Moments, cycle, match, overlaps, sparse_inputs
+from codec_cli.stages.compare_neurons import Centred, Moves, Moments, cycle, match, overlaps, sparse_inputs
 
 
 def test_chunked_co_moments_give_numpys_correlations() -> None:
