@@ -52,6 +52,8 @@ class Dictionary:
     """[F] how often each latent fires, where known."""
     init: Dictionary | None = None
     """The same input at initialisation, where codec's trainer can rebuild it."""
+    artifact: object = None
+    """The codec artifact it was read from (a squeezer, an SAE, a world), recorded as an input."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -67,10 +69,10 @@ def unit(rows) -> np.ndarray:
 # --------------------------------------------------------------------------- inputs
 
 
-def _from_sae(name: str, sae, init=None) -> Dictionary:
+def _from_sae(name: str, sae, init=None, artifact=None) -> Dictionary:
     W_dec = sae.W_dec.detach().float().cpu().numpy()
     W_enc = sae.W_enc.detach().float().cpu().numpy().T
-    return Dictionary(name, unit(W_dec), unit(W_enc), init=init)
+    return Dictionary(name, unit(W_dec), unit(W_enc), init=init, artifact=artifact)
 
 
 def _sae_init(art) -> Dictionary | None:
@@ -100,7 +102,7 @@ def _squeezer(art) -> Dictionary:
                      neuron_act=str(art.attrs.get("neuron_act", "linear")),
                      seed=int(params.get("seed", 0))).weights(kept)
     init = Dictionary(f"{art.path} at initialisation", unit(fresh["W_dec"].numpy()), unit(fresh["W_enc"].numpy().T))
-    return Dictionary(str(art.path), unit(w["W_dec"]), unit(w["W_enc"].T), neurons["active"].to_numpy(), init)
+    return Dictionary(str(art.path), unit(w["W_dec"]), unit(w["W_enc"].T), neurons["active"].to_numpy(), init, art)
 
 
 def open_dictionary(spec: str, device: str = "cpu") -> Dictionary:
@@ -118,7 +120,7 @@ def open_dictionary(spec: str, device: str = "cpu") -> Dictionary:
         if sae not in world.saes:
             raise BadInput(f"{spec}: world {world.name!r} has no SAE {sae!r}",
                            hint=f"its SAEs: {', '.join(world.saes)}; or {world_name}:truth where it has true features")
-        return _from_sae(spec, models.open_sae(sae, None, world, device).sae)
+        return _from_sae(spec, models.open_sae(sae, None, world, device).sae, artifact=world.artifact)
     if "@" in spec and not path.exists():
         release, _, sae_id = spec.partition("@")
         return _from_sae(spec, models.open_sae(release, sae_id, None, device).sae)
@@ -127,7 +129,7 @@ def open_dictionary(spec: str, device: str = "cpu") -> Dictionary:
         if art.kind == "squeezer":
             return _squeezer(art)
         if art.kind == "sae":
-            return _from_sae(spec, models.open_sae(str(path), None, None, device).sae, _sae_init(art))
+            return _from_sae(spec, models.open_sae(str(path), None, None, device).sae, _sae_init(art), art)
         raise BadInput(f"{path}: a {art.kind!r} artifact is not a dictionary",
                        hint="give SAEs (directories, WORLD:SAE, RELEASE@SAE_ID) or squeezers")
     if path.is_dir():
@@ -142,7 +144,7 @@ def _truth(world, spec: str) -> Dictionary:
         raise BadInput(f"{spec}: world {world.name!r} has no true feature directions",
                        hint="the toy world has them: toy:truth")
     W = world.artifact.tensors("truth/answer.safetensors")["W"]  # [m, n]: column i is feature i
-    return Dictionary(spec, unit(W.T), None)
+    return Dictionary(spec, unit(W.T), None, artifact=world.artifact)
 
 
 # --------------------------------------------------------------------------- matching
@@ -273,6 +275,9 @@ def compare_dictionaries(cfg: CompareDictionariesConfig) -> dict:
     if len(cfg.inputs) < 2:
         raise BadInput("compare dictionaries needs at least two inputs", hint="e.g. codec compare dictionaries "
                                                                             "sae/seed-0 sae/seed-1 --out comparison/")
+    twice = sorted({s for s in cfg.inputs if list(cfg.inputs).count(s) > 1})
+    if twice:
+        raise BadInput(f"{', '.join(twice)}: given twice", hint="give each dictionary once")
     dicts = [open_dictionary(s) for s in cfg.inputs]
     dims = {d.shape[1] for d in dicts}
     if len(dims) > 1:
@@ -334,7 +339,9 @@ def compare_dictionaries(cfg: CompareDictionariesConfig) -> dict:
         "shared_chance_random": float(np.mean([p["chance_random"]["shared"] for p in summary_pairs])),
         "found_by_all": float((latents.filter(pl.col("input") == names[0])["found_by"] == n).mean()),
         "pairs": summary_pairs}
+    recorded = {d.artifact.fingerprint: d.artifact for d in dicts if d.artifact is not None}
     with ArtifactWriter(cfg.out, "comparison", command="codec compare dictionaries", params=config.to_dict(cfg),
+                        inputs=recorded.values(),
                         attrs={"compare": "dictionaries", "inputs": names, "pw_mcc": pw}) as out:
         out.write_table("pairs.parquet", pairs)
         out.write_table("latents.parquet", latents)
@@ -385,10 +392,11 @@ def figures(names, mcc, matched_all, random_matched, latents, summary) -> dict:
     fig = Figure(figsize=(6.4, 4))
     ax = fig.subplots()
     bins = np.linspace(-0.2, 1, 49)
-    ax.hist(np.concatenate(matched_all), bins=bins, alpha=0.8, label="matched latents, all pairs of inputs")
-    ax.hist(random_matched, bins=bins, alpha=0.6, label="random dictionaries of the same F and d")
+    ax.hist(np.concatenate(matched_all), bins=bins, alpha=0.8, density=True,
+            label="matched latents, all pairs of inputs")
+    ax.hist(random_matched, bins=bins, alpha=0.6, density=True, label="random dictionaries of the same F and d")
     ax.axvline(summary["threshold"], color="k", ls="--", lw=1, label=f"shared at {summary['threshold']}")
-    ax.set(xlabel="matched cosine (decoder)", ylabel="latents", title="Matched cosines against chance")
+    ax.set(xlabel="matched cosine (decoder)", ylabel="density", title="Matched cosines against chance")
     ax.legend(fontsize=8)
     fig.tight_layout()
     out["matched"] = fig

@@ -4,6 +4,8 @@ SAEs and squeezers trained by seed, the sparse matching against the dense one.""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import polars as pl
 import pytest
@@ -80,6 +82,9 @@ def test_saes_and_squeezers_trained_by_seed(tmp_path, features) -> None:
     s = codec("compare", "dictionaries", tmp_path / "sq/seed-0", tmp_path / "sq/seed-1", "--draws", 2,
               "--out", tmp_path / "c-sq")
     assert s["latents"] == [6, 6] and s["d"] == 40 and (tmp_path / "c-sq/stability.png").is_file()
+    assert s["pw_mcc_at_initialisation"] is not None
+    recorded = json.loads((tmp_path / "c-sq/manifest.json").read_text())["inputs"]
+    assert [i["kind"] for i in recorded] == ["squeezer", "squeezer"]
 
 
 def test_the_sparse_matching_equals_the_dense_one() -> None:
@@ -98,7 +103,9 @@ def test_dictionaries_that_cannot_be_compared_are_refused(cli, tmp_path, feature
     for args, says in ((["themes:resid"], "at least two inputs"),
                        (["themes:resid", "themes:mlp0"], "spaces of different widths"),
                        (["themes:resid", str(features)], "is not a dictionary"),
-                       (["themes:resid", "themes:nosuch"], "no SAE 'nosuch'")):
+                       (["themes:resid", "themes:nosuch"], "no SAE 'nosuch'"),
+                       (["themes:resid", "themes:resid"], "given twice"),
+                       (["themes:resid", "themes:truth"], "no true feature directions")):
         result = cli("compare", "dictionaries", *args, "--out", str(tmp_path / "no"))
         assert result.exit_code == 2 and says in result.output and result.output.count("Error:") == 1, result.output
         assert not (tmp_path / "no").exists()
