@@ -449,6 +449,9 @@ class CompareDictionariesConfig:
     """Two or more dictionaries of one space: SAE directories (sae-lens, sparsify, `codec sae train`),
     WORLD:SAE (e.g. themes:mlp0; toy:truth for the true features), RELEASE@SAE_ID (a sae-lens
     release), or squeezers (their neurons, in feature space)."""
+    features: list[Path] = field(default_factory=list)
+    """Features artifacts that input SAEs extracted on the same tokens (`codec extract`, repeatable): their
+    latents' frequencies, and a second matching by the correlation of their activations."""
     threshold: float = 0.7
     """A latent is shared when its matched partner's decoder and encoder cosines are both at least this."""
     draws: int = 5

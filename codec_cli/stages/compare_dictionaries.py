@@ -16,7 +16,9 @@ or a world's true features. For every pair of inputs (docs/compare.md has the fo
   encoder of the same matched pair;
 - beside each: the same for random dictionaries of the same F and d (several draws), for
   the inputs at initialisation where codec's trainer can rebuild them, and the
-  extreme-value level sqrt(2 ln F / d).
+  extreme-value level sqrt(2 ln F / d);
+- with `--features` (what the SAEs extracted on the same tokens): the latents' frequencies,
+  and a matching by the correlation of their activations, beside shuffled tokens.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ class Dictionary:
     """The same input at initialisation, where codec's trainer can rebuild it."""
     artifact: object = None
     """The codec artifact it was read from (a squeezer, an SAE, a world), recorded as an input."""
+    sae: str | None = None
+    """The SAE's fingerprint (SAEHandle.fingerprint), by which features extracted with it are found."""
+    features: object = None
+    """A features artifact extracted with this SAE (`--features`), for frequencies and activations."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -69,10 +75,13 @@ def unit(rows) -> np.ndarray:
 # --------------------------------------------------------------------------- inputs
 
 
-def _from_sae(name: str, sae, init=None, artifact=None) -> Dictionary:
+def _from_sae(name: str, handle, init=None, artifact=None) -> Dictionary:
+    """An SAE's dictionary from a models.SAEHandle (or a bare sae-lens SAE: an initialisation)."""
+    sae = getattr(handle, "sae", handle)
     W_dec = sae.W_dec.detach().float().cpu().numpy()
     W_enc = sae.W_enc.detach().float().cpu().numpy().T
-    return Dictionary(name, unit(W_dec), unit(W_enc), init=init, artifact=artifact)
+    fingerprint = handle.fingerprint() if hasattr(handle, "fingerprint") else None
+    return Dictionary(name, unit(W_dec), unit(W_enc), init=init, artifact=artifact, sae=fingerprint)
 
 
 def _sae_init(art) -> Dictionary | None:
@@ -120,20 +129,20 @@ def open_dictionary(spec: str, device: str = "cpu") -> Dictionary:
         if sae not in world.saes:
             raise BadInput(f"{spec}: world {world.name!r} has no SAE {sae!r}",
                            hint=f"its SAEs: {', '.join(world.saes)}; or {world_name}:truth where it has true features")
-        return _from_sae(spec, models.open_sae(sae, None, world, device).sae, artifact=world.artifact)
+        return _from_sae(spec, models.open_sae(sae, None, world, device), artifact=world.artifact)
     if "@" in spec and not path.exists():
         release, _, sae_id = spec.partition("@")
-        return _from_sae(spec, models.open_sae(release, sae_id, None, device).sae)
+        return _from_sae(spec, models.open_sae(release, sae_id, None, device))
     if (path / "manifest.json").is_file():
         art = open_artifact(path)
         if art.kind == "squeezer":
             return _squeezer(art)
         if art.kind == "sae":
-            return _from_sae(spec, models.open_sae(str(path), None, None, device).sae, _sae_init(art), art)
+            return _from_sae(spec, models.open_sae(str(path), None, None, device), _sae_init(art), art)
         raise BadInput(f"{path}: a {art.kind!r} artifact is not a dictionary",
                        hint="give SAEs (directories, WORLD:SAE, RELEASE@SAE_ID) or squeezers")
     if path.is_dir():
-        return _from_sae(spec, models.open_sae(str(path), None, None, device).sae)
+        return _from_sae(spec, models.open_sae(str(path), None, None, device))
     raise BadInput(f"{spec}: no such dictionary", hint="give an SAE or squeezer directory, WORLD:SAE (e.g. "
                                                       "themes:mlp0, toy:truth) or RELEASE@SAE_ID")
 
@@ -145,6 +154,108 @@ def _truth(world, spec: str) -> Dictionary:
                        hint="the toy world has them: toy:truth")
     W = world.artifact.tensors("truth/answer.safetensors")["W"]  # [m, n]: column i is feature i
     return Dictionary(spec, unit(W.T), None, artifact=world.artifact)
+
+
+def attach_features(dicts: list[Dictionary], paths) -> None:
+    """Each `--features` artifact joins the input whose SAE extracted it (by the SAE's weights'
+    fingerprint), giving its latents their frequencies and their activations."""
+    for path in paths:
+        art = open_artifact(path, "features")
+        made_by = (art.attrs.get("sae") or {}).get("fingerprint")
+        owners = [d for d in dicts if d.sae is not None and d.sae == made_by]
+        if not owners:
+            origin = (art.attrs.get("sae") or {}).get("origin")
+            raise BadInput(f"{path}: extracted with an SAE that is none of the inputs ({origin})",
+                           hint="give the features each input SAE extracted, on the same tokens")
+        for d in owners:
+            if d.features is not None:
+                raise BadInput(f"{path} and {d.features.path}: two features artifacts for {d.name}",
+                               hint="give one per input")
+            table = art.table("features.parquet", ["feature", "frequency"]).sort("feature")
+            if len(table) != d.shape[0]:
+                raise BadInput(f"{path}: holds {len(table)} features, {d.name} has {d.shape[0]} latents")
+            d.features, d.frequency = art, table["frequency"].to_numpy().astype(np.float64)
+
+
+def _sparse(t, F: int):
+    from scipy.sparse import csr_matrix
+
+    idx, val = t.indices, t.values.astype(np.float64)
+    keep = idx >= 0
+    rows = np.repeat(np.arange(len(idx)), idx.shape[1])[keep.ravel()]
+    return csr_matrix((val[keep], (rows, idx[keep])), shape=(len(idx), F))
+
+
+def same_tokens(fa, fb) -> str | None:
+    """Why two features artifacts are not on the same tokens, or None when they are: the same
+    shards, each with as many rows and the same token ids where both keep them."""
+    shards = fa.files("shards/")
+    if shards != fb.files("shards/"):
+        return "their shards differ"
+    for name in fa.files("tokens/"):
+        if name in fb.manifest["files"]:
+            a, b = fa.table(name), fb.table(name)
+            if len(a) != len(b) or ("token_id" in a.columns and "token_id" in b.columns
+                                    and not a["token_id"].equals(b["token_id"])):
+                return f"{name} differs"
+    return None
+
+
+def activation_correlations(fa, fb, FA: int, FB: int, seeds: list[int | None]) -> list[np.ndarray]:
+    """[FA, FB] Pearson correlations of the latents' activations (zeros included) over the same
+    rows, one matrix per entry of `seeds`: None as stored, a seed for B's rows permuted within
+    each shard (the null: token identity broken, each shard's make-up kept)."""
+    n = 0
+    sa, saa, sb, sbb = np.zeros(FA), np.zeros(FA), np.zeros(FB), np.zeros(FB)
+    cross = [np.zeros((FA, FB)) for _ in seeds]
+    for s_i, name in enumerate(fa.files("shards/")):
+        Xa, Xb = _sparse(fa.shard(name), FA), _sparse(fb.shard(name), FB)
+        n += Xa.shape[0]
+        sa += np.asarray(Xa.sum(0)).ravel()
+        saa += np.asarray(Xa.multiply(Xa).sum(0)).ravel()
+        sb += np.asarray(Xb.sum(0)).ravel()
+        sbb += np.asarray(Xb.multiply(Xb).sum(0)).ravel()
+        for c, seed in zip(cross, seeds):
+            B = Xb if seed is None else Xb[np.random.default_rng([seed, s_i]).permutation(Xb.shape[0])]
+            c += (Xa.T @ B).toarray()
+    out = []
+    ma, mb = sa / max(n, 1), sb / max(n, 1)
+    sd_a, sd_b = np.sqrt(np.maximum(saa / max(n, 1) - ma * ma, 0)), np.sqrt(np.maximum(sbb / max(n, 1) - mb * mb, 0))
+    for c in cross:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = (c / max(n, 1) - np.outer(ma, mb)) / np.outer(sd_a, sd_b)
+        r[sd_a <= 0] = np.nan
+        r[:, sd_b <= 0] = np.nan
+        out.append(r)
+    return out
+
+
+def by_activations(A: Dictionary, B: Dictionary, m: Matching, cfg) -> tuple[dict | None, np.ndarray | None]:
+    """Matching by the correlation of activations on the same tokens, beside shuffled tokens:
+    (scores or None with the reason, the activation partner of each of A's matched latents)."""
+    from scipy.optimize import linear_sum_assignment
+
+    if A.features is None or B.features is None:
+        return None, None
+    FA, FB = A.shape[0], B.shape[0]
+    if FA * FB > cfg.dense_max:
+        return {"skipped": f"{FA} × {FB} correlations exceed --dense-max"}, None
+    why = same_tokens(A.features, B.features)
+    if why is not None:
+        return {"skipped": f"the features are not on the same tokens: {why}"}, None
+    nulls = range(cfg.seed + 1, cfg.seed + 1 + cfg.draws)
+    mats = activation_correlations(A.features, B.features, FA, FB, [None, *nulls])
+
+    def mean_matched(r):
+        a, b = linear_sum_assignment(np.nan_to_num(r, nan=0.0), maximize=True)
+        return float(np.nan_to_num(r[a, b], nan=0.0).mean()), a, b
+
+    score, a, b = mean_matched(mats[0])
+    null = [mean_matched(r)[0] for r in mats[1:]]
+    partner = np.full(FA, -1)
+    partner[a] = b
+    return {"mcc": score, "chance_shuffled": float(np.mean(null)), "chance_shuffled_sd": float(np.std(null)),
+            "same_partner_as_decoder": float((partner[m.a] == m.b).mean())}, partner[m.a]
 
 
 # --------------------------------------------------------------------------- matching
@@ -279,6 +390,7 @@ def compare_dictionaries(cfg: CompareDictionariesConfig) -> dict:
     if twice:
         raise BadInput(f"{', '.join(twice)}: given twice", hint="give each dictionary once")
     dicts = [open_dictionary(s) for s in cfg.inputs]
+    attach_features(dicts, cfg.features)
     dims = {d.shape[1] for d in dicts}
     if len(dims) > 1:
         sizes = ", ".join(f"{s} ({d.shape[1]})" for s, d in zip(cfg.inputs, dicts))
@@ -311,8 +423,10 @@ def compare_dictionaries(cfg: CompareDictionariesConfig) -> dict:
         if A.init is not None and B.init is not None:
             im, _ = match(A.init.decoder, B.init.decoder, cfg.route, cfg.dense_max, cfg.candidates)
             init = scores(im, A.init, B.init, cfg.threshold)[0]
+        acts, act_partner = by_activations(A, B, m, cfg)
         summary_pairs.append({"a": names[i], "b": names[j], "route": route, **s, "chance_random": chance,
-                              "at_initialisation": init, "extreme_value": extreme_value(len(B.decoder), A.shape[1])})
+                              "at_initialisation": init, "extreme_value": extreme_value(len(B.decoder), A.shape[1]),
+                              "activations": acts})
         matched_all.append(m.cosine)
         pair_rows.append(pl.DataFrame({
             "a": [names[i]] * len(m.a), "b": [names[j]] * len(m.a), "latent": m.a.astype(np.int32),
@@ -320,7 +434,9 @@ def compare_dictionaries(cfg: CompareDictionariesConfig) -> dict:
             "encoder_cosine": pl.Series(enc, dtype=pl.Float32) if enc is not None else pl.Series([None] * len(m.a),
                                                                                                    dtype=pl.Float32),
             "best": m.best[m.a].astype(np.int32), "best_cosine": m.best_cosine[m.a].astype(np.float32),
-            "shared": shared}))
+            "shared": shared,
+            "activation_partner": pl.Series(act_partner if act_partner is not None else [None] * len(m.a),
+                                            dtype=pl.Int32)}))
         info(f"compare: {names[i]} × {names[j]}: MCC {s['mcc']:.3f} (random {chance['mcc']:.3f}), "
              f"shared {s['shared']:.1%} (random {chance['shared']:.1%}) [{route}]")
     pairs = pl.concat(pair_rows)
@@ -405,11 +521,20 @@ def figures(names, mcc, matched_all, random_matched, latents, summary) -> dict:
     if len(known):
         fig = Figure(figsize=(6.4, 4))
         ax = fig.subplots()
+        from matplotlib.ticker import NullFormatter
+
         rng = np.random.default_rng(0)
-        found = known["found_by"].to_numpy()
-        ax.scatter(known["frequency"].to_numpy(), found + rng.uniform(-0.15, 0.15, len(found)), s=4, alpha=0.4)
-        ax.set(xscale="log", xlabel="activation frequency", ylabel=f"found by (of {len(summary['inputs'])} inputs)",
-               title="Which latents are stable, by how often they fire")
+        found, freq = known["found_by"].to_numpy(), known["frequency"].to_numpy()
+        ax.scatter(found + rng.uniform(-0.2, 0.2, len(found)), freq, s=5, alpha=0.4)
+        levels = np.unique(found)
+        ax.scatter(levels, [np.median(freq[found == k]) for k in levels], marker="_", s=600, color="k",
+                   label="median")
+        ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xticks(range(1, len(summary["inputs"]) + 1))
+        ax.set(xlabel=f"found by (of {len(summary['inputs'])} inputs)", ylabel="activation frequency",
+               title="Are the stable latents the frequent ones?")
+        ax.legend(fontsize=8)
         fig.tight_layout()
         out["stability"] = fig
     return out

@@ -109,3 +109,35 @@ def test_dictionaries_that_cannot_be_compared_are_refused(cli, tmp_path, feature
         result = cli("compare", "dictionaries", *args, "--out", str(tmp_path / "no"))
         assert result.exit_code == 2 and says in result.output and result.output.count("Error:") == 1, result.output
         assert not (tmp_path / "no").exists()
+
+
+def test_matching_by_activations_on_the_same_tokens(tmp_path) -> None:
+    """Two toy SAEs by seed, each extracting the world's same tokens: their latents' activations
+    match one for one (the toy has 10 true features and the SAEs find them), far above shuffled
+    tokens, and the frequencies give the stability figure."""
+    codec("sae", "train", "toy", "--steps", 400, "--batch-size", 256, "--k", 2, "--lr", 3e-3, "--checkpoint-every", 0,
+          "--seeds", "0,1", "--out", tmp_path / "saes")
+    for s in (0, 1):
+        codec("extract", "toy", "--sae", tmp_path / f"saes/seed-{s}", "--tokens", 8000, "--out", tmp_path / f"f{s}")
+    s = codec("compare", "dictionaries", tmp_path / "saes/seed-0", tmp_path / "saes/seed-1",
+              "--features", tmp_path / "f0", "--features", tmp_path / "f1", "--draws", 3, "--out", tmp_path / "c")
+    acts = s["pairs"][0]["activations"]
+    assert acts["mcc"] > 0.5 and acts["chance_shuffled"] < 0.1 and acts["mcc"] > s["pairs"][0]["chance_random"]["mcc"]
+    assert 0 <= acts["same_partner_as_decoder"] <= 1
+    latents = pl.read_parquet(tmp_path / "c/latents.parquet")
+    assert latents["frequency"].is_not_null().all() and (tmp_path / "c/stability.png").is_file()
+    assert pl.read_parquet(tmp_path / "c/pairs.parquet")["activation_partner"].is_not_null().all()
+
+    result = cli_refusal(tmp_path, "--features", tmp_path / "f0", "--features", tmp_path / "f0")
+    assert "two features artifacts" in result
+
+
+def cli_refusal(tmp_path, *extra) -> str:
+    from typer.testing import CliRunner
+
+    from codec_cli.cli import app
+
+    result = CliRunner().invoke(app, ["compare", "dictionaries", str(tmp_path / "saes/seed-0"),
+                                      str(tmp_path / "saes/seed-1"), *map(str, extra), "--out", str(tmp_path / "no")])
+    assert result.exit_code == 2 and not (tmp_path / "no").exists(), result.output
+    return result.output
