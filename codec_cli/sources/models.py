@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 
 from codec_cli import worlds
 from codec_cli.artifacts import open_artifact
-from codec_cli.errors import BadInput
+from codec_cli.errors import BadInput, CodecError
 from codec_cli.sources import hf
 from codec_cli.sources.corpora import corpus_files, read_documents, token_windows
 
@@ -420,8 +420,6 @@ def reopen_sae(art, name: str | None = None, sae_id: str | None = None, device: 
     """(SAEHandle, world or None): the SAE a features artifact was extracted with, where the
     extraction found it or under `name` / `sae_id`, refused unless its weights' hash is the one
     recorded."""
-    from codec_cli.errors import CodecError
-
     sae_attrs = art.attrs.get("sae") or {}
     params = art.manifest["params"]
     params = params.get("extract", params)  # a merged extraction keeps its parts' settings there
