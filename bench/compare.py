@@ -70,12 +70,11 @@ def main() -> None:
                 pass
 
         def arms(n_random: int):
-            out = [Arm("squeezer", "squeezer", 0, Moments(M, M), Moves(F, M))]
-            return out + [Arm(f"random/{d}", "random", d, Moments(M, M)) for d in range(n_random)]
+            out = [Arm("squeezer", 0, Moments(M, M), Moves(F, M))]
+            return out + [Arm("random", d, Moments(M, M)) for d in range(n_random)]
 
         def compare(n_random: int = 0):
-            accumulate(fresh(), arms(n_random), model, lambda d: Encoder.random(F, M, "relu", d + 1),
-                       M, M, F, 0, None)
+            accumulate(fresh(), arms(n_random), model, lambda d: Encoder.random(F, M, "relu", d + 1), 0, None)
 
         t_read, t_one, t_two = best(read), best(compare), best(lambda: compare(1))
         n = SHARDS * ROWS

@@ -107,6 +107,16 @@ def top_rows(indices: np.ndarray, values: np.ndarray, k: int) -> tuple[np.ndarra
     return np.take_along_axis(indices, order, 1), np.take_along_axis(values, order, 1)
 
 
+def sparse_rows(indices: np.ndarray, values: np.ndarray, d_sae: int, dtype=np.float32):
+    """Top-k rows as a scipy CSR matrix [n, d_sae]; empty slots (index < 0) are left out. Built
+    row by row as stored, so nothing is sorted (products do not need sorted columns)."""
+    from scipy.sparse import csr_matrix
+
+    keep = indices >= 0
+    indptr = np.concatenate([[0], np.cumsum(keep.sum(1))])
+    return csr_matrix((values[keep].astype(dtype), indices[keep], indptr), shape=(len(indices), d_sae))
+
+
 @dataclass(frozen=True)
 class Piece:
     """Rows [start, stop) of one shard."""

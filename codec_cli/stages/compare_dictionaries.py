@@ -35,6 +35,7 @@ from codec_cli import config, talk, worlds
 from codec_cli.artifacts import ArtifactWriter, check_output, open_artifact
 from codec_cli.config import CompareDictionariesConfig
 from codec_cli.errors import BadInput, CodecError
+from codec_cli.sources.features import sparse_rows
 from codec_cli.talk import info
 
 BLOCK = 2048
@@ -177,15 +178,6 @@ def attach_features(dicts: list[Dictionary], paths) -> None:
             d.features, d.frequency = art, table["frequency"].to_numpy().astype(np.float64)
 
 
-def _sparse(t, F: int):
-    from scipy.sparse import csr_matrix
-
-    idx, val = t.indices, t.values.astype(np.float64)
-    keep = idx >= 0
-    rows = np.repeat(np.arange(len(idx)), idx.shape[1])[keep.ravel()]
-    return csr_matrix((val[keep], (rows, idx[keep])), shape=(len(idx), F))
-
-
 def same_tokens(fa, fb) -> str | None:
     """Why two features artifacts are not on the same tokens, or None when they are: the same
     shards, each with as many rows and the same token ids where both keep them."""
@@ -209,7 +201,8 @@ def activation_correlations(fa, fb, FA: int, FB: int, seeds: list[int | None]) -
     sa, saa, sb, sbb = np.zeros(FA), np.zeros(FA), np.zeros(FB), np.zeros(FB)
     cross = [np.zeros((FA, FB)) for _ in seeds]
     for s_i, name in enumerate(fa.files("shards/")):
-        Xa, Xb = _sparse(fa.shard(name), FA), _sparse(fb.shard(name), FB)
+        ta, tb = fa.shard(name), fb.shard(name)
+        Xa, Xb = sparse_rows(ta.indices, ta.values, FA, np.float64), sparse_rows(tb.indices, tb.values, FB, np.float64)
         n += Xa.shape[0]
         sa += np.asarray(Xa.sum(0)).ravel()
         saa += np.asarray(Xa.multiply(Xa).sum(0)).ravel()
@@ -233,7 +226,7 @@ def activation_correlations(fa, fb, FA: int, FB: int, seeds: list[int | None]) -
 def by_activations(A: Dictionary, B: Dictionary, m: Matching, cfg) -> tuple[dict | None, np.ndarray | None]:
     """Matching by the correlation of activations on the same tokens, beside shuffled tokens:
     (scores or None with the reason, the activation partner of each of A's matched latents)."""
-    from scipy.optimize import linear_sum_assignment
+    from codec_cli.stages.compare_neurons import match as match_correlations
 
     if A.features is None or B.features is None:
         return None, None
@@ -247,8 +240,8 @@ def by_activations(A: Dictionary, B: Dictionary, m: Matching, cfg) -> tuple[dict
     mats = activation_correlations(A.features, B.features, FA, FB, [None, *nulls])
 
     def mean_matched(r):
-        a, b = linear_sum_assignment(np.nan_to_num(r, nan=0.0), maximize=True)
-        return float(np.nan_to_num(r[a, b], nan=0.0).mean()), a, b
+        a, b, v = match_correlations(r, sign_free=False)
+        return float(np.nan_to_num(v, nan=0.0).mean()), a, b
 
     score, a, b = mean_matched(mats[0])
     null = [mean_matched(r)[0] for r in mats[1:]]

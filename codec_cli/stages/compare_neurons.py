@@ -35,7 +35,7 @@ from codec_cli import config, talk
 from codec_cli.artifacts import ArtifactWriter, check_lineage, check_not_an_input, check_output, open_artifact
 from codec_cli.config import CompareNeuronsConfig
 from codec_cli.errors import ArtifactError, BadInput
-from codec_cli.sources.features import NEURONS, Batches, Piece, shard_number, top_rows
+from codec_cli.sources.features import NEURONS, Batches, Piece, shard_number, sparse_rows, top_rows
 from codec_cli.talk import info, progress
 
 BUDGET = 1 << 30
@@ -77,7 +77,8 @@ def open_inputs(cfg: CompareNeuronsConfig):
 
 @dataclass
 class Rows:
-    """The compared rows, piece by piece: the squeezer's input (top-k, scaled) and the real neurons."""
+    """The compared rows, piece by piece: the squeezer's input (top-k, scaled; -1 in empty slots,
+    which hold 0) and the real neurons."""
 
     features: object
     pieces: list[Piece]
@@ -102,20 +103,36 @@ class Rows:
             idx, val = idx[p.start:p.stop].astype(np.int64), val[p.start:p.stop]
             fired = idx >= 0
             val = np.where(fired, val / self.scale[np.maximum(idx, 0)], 0).astype(np.float32)
-            yield np.maximum(idx, 0), val, fired, acts[p.start:p.stop].astype(np.float32)
+            yield idx, val, acts[p.start:p.stop].astype(np.float32)
 
 
-def compared_rows(cfg: CompareNeuronsConfig, sq, features) -> Rows:
+def compared_rows(cfg: CompareNeuronsConfig, sq, features, weights: dict) -> Rows:
     """The squeezer's held-out rows (the last `eval_rows`, as `codec squeeze` cut them) or all."""
-    params = sq.manifest["params"]
     k = int(sq.attrs["k"])
-    held = int(params.get("eval_rows", 8192))
+    held = int(sq.manifest["params"].get("eval_rows", 8192))
     batches = Batches(features, k, 1, 1, held, 0)
     pieces = batches.held if cfg.rows == "held-out" else batches.train + batches.held
-    w = sq.tensors("weights.safetensors")
-    F = int(sq.attrs["n_features"])
-    scale = w["scale"].astype(np.float32) if "scale" in w else np.ones(F, np.float32)
+    F = weights["W_enc"].shape[0]
+    scale = weights["scale"].astype(np.float32) if "scale" in weights else np.ones(F, np.float32)
     return Rows(features, [p for p in pieces if p.rows], k, scale)
+
+
+def neuron_width(features, shard: str) -> int:
+    """The number of real neurons, from the header of the neurons file beside `shard` (no tensor is read)."""
+    from safetensors import safe_open
+
+    from codec_cli.artifacts import _parse
+
+    path = features.path / NEURONS.format(shard_number(shard))
+
+    def width(p):
+        with safe_open(p, framework="numpy") as f:
+            shape = f.get_slice("acts").get_shape()
+        if len(shape) != 2:
+            raise ValueError(f"acts has {len(shape)} dimensions, expected 2")
+        return int(shape[1])
+
+    return _parse(path, "neurons file with an `acts` tensor", width, path)
 
 
 # --------------------------------------------------------------------------- streaming statistics
@@ -216,7 +233,7 @@ class Moves:
         self.total, self.sxh = np.zeros(self.M), np.zeros((self.F, self.M))
 
     def add(self, X, H: np.ndarray) -> None:
-        """Fold in a chunk: X the features as a sparse [n, F] matrix (`sparse_inputs`), H [n, M]."""
+        """Fold in a chunk: X the features as a sparse [n, F] matrix (features.sparse_rows), H [n, M]."""
         self.sxh += X.T @ H  # float32 within a chunk, float64 across
         self.fires += X.getnnz(0)
         self.sx += np.asarray(X.sum(0), dtype=np.float64).ravel()
@@ -236,16 +253,6 @@ class Moves:
         return np.where(ok[:, None], out, 0.0)
 
 
-def sparse_inputs(idx: np.ndarray, val: np.ndarray, fired: np.ndarray, F: int):
-    """The chunk's features as a scipy CSR matrix [n, F] (float32), built once for every arm.
-    Row by row as stored, so nothing is sorted (the products do not need sorted columns)."""
-    from scipy.sparse import csr_matrix
-
-    keep = fired.ravel()
-    indptr = np.concatenate([[0], np.cumsum(fired.sum(1))])
-    return csr_matrix((val.ravel()[keep].astype(np.float32), idx.ravel()[keep], indptr), shape=(len(idx), F))
-
-
 # --------------------------------------------------------------------------- the arms
 
 
@@ -253,7 +260,6 @@ def sparse_inputs(idx: np.ndarray, val: np.ndarray, fired: np.ndarray, F: int):
 class Arm:
     """One set of neurons correlated with the real ones: the trained Squeezer, or a baseline draw."""
 
-    name: str
     kind: str
     """squeezer, random (a fresh initialisation), shuffled (tokens permuted in each shard), rotated, or
     decoder (the SAE's own reconstruction of the neurons: the ceiling)."""
@@ -306,16 +312,17 @@ def rotation(M: int, seed: int, draw: int) -> np.ndarray:
     return ortho_group.rvs(M, random_state=np.random.default_rng([seed, 2, draw])).astype(np.float32)
 
 
-def accumulate(rows: Rows, arms: list[Arm], trained, make_random, M: int, N: int, F: int, seed: int,
-               keep: dict | None) -> None:
+def accumulate(rows: Rows, arms: list[Arm], trained: Encoder, make_random, seed: int, keep: dict | None) -> None:
     """One pass over the rows, filling every arm's moments (and moves where asked). Each pass
     makes its own draws' random encoders and rotations, so memory holds one pass's."""
+    F, M = trained.W.shape
     randoms = {a.draw: make_random(a.draw) for a in arms if a.kind == "random"}
     rotations = {a.draw: rotation(M, seed, a.draw) for a in arms if a.kind == "rotated"}
     moving = keep is not None or any(a.moves is not None for a in arms)
-    for piece, (idx, val, fired, R) in enumerate(rows):
+    for piece, (idx, val, R) in enumerate(rows):
+        X = sparse_rows(idx, val, F) if moving else None
+        idx = np.maximum(idx, 0)  # an empty slot holds 0: any index adds nothing
         S = trained(idx, val)
-        X = sparse_inputs(idx, val, fired, F) if moving else None
         Rc = Centred.of(R)
         if keep is not None:  # rows for the scatter plots, spread over the pieces
             take = np.random.default_rng([seed, piece]).permutation(len(S))[:keep["per_piece"]]
@@ -440,15 +447,14 @@ def nanmean(x) -> float | None:
     return float(np.nanmean(x)) if np.isfinite(x).any() else None
 
 
-def or_gate_degrees(features, drives: np.ndarray, window: int, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def or_gate_degrees(occ, drives: np.ndarray, window: int, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Each neuron's OR-gate degree over its roommates (or_gate.degree: the drive-weighted share
     of roommate pairs that avoid each other), and the mean degree of `draws` null neurons with
-    the same drives on frequency-matched features drawn from outside its roommates."""
-    from codec_plugins.cooccurrence import occurrences
+    the same drives on frequency-matched features drawn from outside its roommates. `occ`: the
+    features' co-occurrences (cooccurrence.occurrences) in blocks of `window` tokens."""
     from codec_plugins.or_gate import Matcher, Params, degree
 
     p = Params(window=window)
-    occ = occurrences(features, window, 0.0)
     matcher = Matcher(occ.counts, occ.counts > 0, p.bins, np.random.default_rng(seed))
     M = drives.shape[1]
     real, null = np.full(M, np.nan), np.full(M, np.nan)
@@ -473,15 +479,14 @@ def compare_neurons(cfg: CompareNeuronsConfig) -> dict:
     check_output(cfg.out, "comparison")
     check_not_an_input(cfg.out, [cfg.squeezer] + ([cfg.features] if cfg.features else []))
     sq, features = open_inputs(cfg)
-    rows = compared_rows(cfg, sq, features)
     w = sq.tensors("weights.safetensors")
+    rows = compared_rows(cfg, sq, features, w)
     F, M = w["W_enc"].shape
     act = str(sq.attrs.get("neuron_act", "linear"))
     sign_free = act == "linear"
-    first = features.tensors(NEURONS.format(shard_number(rows.pieces[0].shard)))["acts"] if rows.pieces else None
-    if first is None or first.ndim != 2:
+    if not rows.pieces:
         raise BadInput(f"{features.path}: no rows to compare")
-    N = first.shape[1]
+    N = neuron_width(features, rows.pieces[0].shard)
     if N != M and not cfg.allow_partial:
         raise BadInput(f"{sq.path} has {M} synthetic neurons but {features.path} holds {N} real ones at "
                        f"{features.attrs['neurons']}", hint=f"squeeze with --m {N}, or pass --allow-partial to match "
@@ -494,12 +499,12 @@ def compare_neurons(cfg: CompareNeuronsConfig) -> dict:
     rng = np.random.default_rng(cfg.seed)
     kinds = ["random", "shuffled"] + (["rotated"] if sign_free else [])
     decoder = neuron_sae(features)
-    arms = [Arm("squeezer", "squeezer", 0, Moments(M, N), Moves(F, M))]
+    arms = [Arm("squeezer", 0, Moments(M, N), Moves(F, M))]
     if decoder is not None:  # the ceiling: the SAE's own reconstruction of the neurons, read as a Squeezer
         # x W_dec + b_dec in the Squeezer's input units (x / scale), ReLU'd as the neurons are.
         reading = Encoder.of({"W_enc": decoder[0] * rows.scale[:, None], "b_enc": decoder[1]}, "relu")
-        arms.append(Arm("decoder", "decoder", 0, Moments(N, N), encoder=reading))
-    arms += [Arm(f"{k}/{d}", k, d, Moments(M, N), Moves(F, M) if (k == "random" and d == 0) else None)
+        arms.append(Arm("decoder", 0, Moments(N, N), encoder=reading))
+    arms += [Arm(k, d, Moments(M, N), Moves(F, M) if (k == "random" and d == 0) else None)
              for k in kinds for d in range(cfg.draws)]
     per_arm = 8 * M * N + 8 * F * M + 4 * M * M  # co-moments, a random draw's weights or moves, a rotation
     per_pass = max(1, BUDGET // per_arm)
@@ -510,7 +515,7 @@ def compare_neurons(cfg: CompareNeuronsConfig) -> dict:
          f"{sum(a.kind in kinds for a in arms)} baseline draws in {len(passes)} pass{'es' if len(passes) > 1 else ''}")
     with progress("compare", len(passes), unit="passes") as bar:
         for k, group in enumerate(passes):
-            accumulate(rows, group, trained, make_random, M, N, F, cfg.seed, keep if k == 0 else None)
+            accumulate(rows, group, trained, make_random, cfg.seed, keep if k == 0 else None)
             bar.update(completed=k + 1)
 
     corr = arms[0].moments.corr()
@@ -530,15 +535,19 @@ def compare_neurons(cfg: CompareNeuronsConfig) -> dict:
     by_weights = None if decoder is None else weight_rule(sq, features, decoder[0], cfg.relative, s_idx, r_idx, rng,
                                                           cfg.draws)
     ceiling = next((mean_matched(a.moments.corr(), False) for a in arms if a.kind == "decoder"), None)
-    deg_syn, deg_syn_null = or_gate_degrees(features, syn_room, cfg.window, min(cfg.draws, NULL_NEURONS), cfg.seed)
-    deg_real, deg_real_null = or_gate_degrees(features, real_room, cfg.window, min(cfg.draws, NULL_NEURONS), cfg.seed)
+    from codec_plugins.cooccurrence import occurrences
+
+    occ = occurrences(features, cfg.window, 0.0)
+    nulls = min(cfg.draws, NULL_NEURONS)
+    deg_syn, deg_syn_null = or_gate_degrees(occ, syn_room, cfg.window, nulls, cfg.seed)
+    deg_real, deg_real_null = or_gate_degrees(occ, real_room, cfg.window, nulls, cfg.seed)
 
     best_r = np.nanargmax(np.nan_to_num(np.abs(corr) if sign_free else corr, nan=-np.inf), axis=1)
     table = matches_table(corr, s_idx, r_idx, matched, best_r, syn_room, real_room, jac, wjac, deg_syn, deg_real,
                           arms[0].moves.total / max(rows.n, 1), real_moves.total / max(rows.n, 1))
     matched_deg = np.isfinite(deg_syn[s_idx]) & np.isfinite(deg_real[r_idx])
-    p_shuffled = float((1 + (null["shuffled"] >= observed).sum()) / (1 + len(null["shuffled"])))
-    p_random = float((1 + (null["random"] >= observed).sum()) / (1 + len(null["random"])))
+    p_shuffled, p_random = (float((1 + (null[k] >= observed).sum()) / (1 + len(null[k])))
+                            for k in ("shuffled", "random"))
     finite = np.nan_to_num(matched, nan=0.0)
     stat = lambda x: {"mean": float(np.mean(x)), "sd": float(np.std(x)), "draws": len(x)}  # noqa: E731
     summary = {

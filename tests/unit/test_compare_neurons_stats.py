@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from codec_cli.stages.compare_neurons import Centred, Moves, Moments, cycle, match, overlaps, sparse_inputs
+from codec_cli.sources.features import sparse_rows
+from codec_cli.stages.compare_neurons import Centred, Moves, Moments, cycle, match, overlaps
 
 
 def test_chunked_co_moments_give_numpys_correlations() -> None:
@@ -41,7 +42,8 @@ def test_moves_are_least_squares_slopes_times_the_typical_activation() -> None:
     H = (x @ np.array([[2.0], [0.0], [-1.0]]) + rng.normal(scale=0.01, size=(n, 1))).astype(np.float32)
     moves = Moves(F, 1)
     for lo in range(0, n, 500):
-        moves.add(sparse_inputs(idx[lo:lo + 500], val[lo:lo + 500], fired[lo:lo + 500], F), H[lo:lo + 500])
+        stored = np.where(fired, idx, -1)[lo:lo + 500]  # an unfired slot is an empty one
+        moves.add(sparse_rows(stored, val[lo:lo + 500], F), H[lo:lo + 500])
     for f in range(F):
         slope = np.polyfit(x[:, f], H[:, 0], 1)[0]
         assert moves.moves()[f, 0] == pytest.approx(slope * x[x[:, f] > 0, f].mean(), rel=1e-6)
