@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # numpy is imported where arrays are made: the CLI starts wit
 
 MANIFEST = "manifest.json"
 
-SCHEMA_VERSIONS = {"features": 1, "squeezer": 1, "analysis": 1, "world": 1, "sae": 1, "comparison": 1}
+SCHEMA_VERSIONS = {"features": 1, "squeezer": 1, "analysis": 1, "world": 1, "sae": 1, "comparison": 1, "themes": 1}
 """The newest schema version of each kind that this codec writes and reads.
 Kinds not listed (a plugin's own) are at version 1."""
 
@@ -532,6 +532,13 @@ class ArtifactWriter:
         df = table if isinstance(table, pl.DataFrame) else pl.DataFrame(table)
         buffer = io.BytesIO()
         df.write_parquet(buffer)
+        return self.write_bytes(name, buffer.getvalue())
+
+    def write_figure(self, name: str, fig) -> Path:
+        """Write a matplotlib Figure as PNG, without the timestamp or version that would make
+        two identical runs differ."""
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=120, metadata={"Software": None})
         return self.write_bytes(name, buffer.getvalue())
 
     def write_topk(self, indices: np.ndarray, values: np.ndarray, prefix: str = "shards/") -> Path:

@@ -474,6 +474,66 @@ class CompareDictionariesConfig:
             raise BadParameter("threshold", f"is a cosine, between -1 and 1, not {self.threshold}")
 
 
+Embed = Literal["decoder", "encoder", "coactivation", "decoder+coactivation"]
+"""What `codec cluster` embeds per atom (stages/cluster.py)."""
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    features: Path = positional()
+    """The features artifact whose atoms are clustered (`codec extract`); its SAE is reopened for its
+    directions."""
+    embed: Embed = "decoder"
+    """Each atom as a vector: its decoder direction, its encoder direction, its co-activation profile (which
+    atoms fire with it, PPMI over --window blocks, reduced by SVD), or decoder+coactivation (both, halved)."""
+    method: Literal["umap-hdbscan", "spectral", "graph"] = "umap-hdbscan"
+    """umap-hdbscan (UMAP to --components dimensions, then HDBSCAN), spectral (Engels et al.'s affinity
+    1 − arccos(cos)/π, --themes clusters), or graph (each atom joined to its --graph-neighbors nearest above
+    --graph-threshold, connected components)."""
+    window: int = 1
+    """Co-activation counts atoms firing together in blocks of this many tokens of one context (0: whole
+    contexts)."""
+    profile_dims: int = 64
+    """Dimensions the co-activation profiles are reduced to (truncated SVD of the PPMI matrix)."""
+    neighbors: int = 15
+    """UMAP's n_neighbors: the size of the neighbourhood it keeps (also the 2-d map's)."""
+    components: int = 5
+    """Dimensions UMAP reduces to before HDBSCAN (the map is always 2-d)."""
+    min_cluster_size: int = 5
+    """The fewest atoms a theme may have; smaller groups (every method's) are noise."""
+    min_samples: int | None = None
+    """HDBSCAN's min_samples (how conservative; default: min_cluster_size)."""
+    themes: int | None = None
+    """Clusters for spectral (default: √(atoms / 2), rounded)."""
+    graph_neighbors: int = 2
+    """graph: each atom's nearest neighbours that may join it."""
+    graph_threshold: float = 0.5
+    """graph: the cosine above which a neighbour joins."""
+    isolated: float | None = None
+    """An atom whose nearest neighbour's cosine is below this is noise, whatever the method (default:
+    sqrt(2 ln n / d), the nearest neighbour's cosine among n random directions in d dimensions)."""
+    top: int = 10
+    """Top tokens and top atoms kept per theme (and tokens per atom)."""
+    min_count: int = 5
+    """A token ranks among an atom's or theme's top tokens only where it occurs at least this often."""
+    draws: int = 20
+    """Random groups of each theme's size behind the coherence baselines."""
+    seed: int = 0
+    """Seed of UMAP, spectral clustering and the random groups."""
+    out: Path = Path("themes")
+    """Output directory: the themes artifact."""
+
+    def __post_init__(self):
+        check(self, positive=("profile_dims", "neighbors", "components", "min_cluster_size", "min_samples", "themes",
+                              "graph_neighbors", "top", "draws"), at_least_zero=("window", "min_count", "seed"))
+        if self.neighbors < 2:
+            raise BadParameter("neighbors", f"must be at least 2, got {self.neighbors}")
+        if self.isolated is not None and not -1 <= self.isolated <= 1:
+            raise BadParameter("isolated", f"is a cosine, between -1 and 1, not {self.isolated}")
+        if not -1 <= self.graph_threshold < 1:
+            raise BadParameter("graph_threshold", f"is a cosine, at least -1 and below 1, not {self.graph_threshold}")
+
+
 @dataclass(frozen=True)
 class SAETrainConfig:
     architecture: Literal["topk", "relu"] = "topk"

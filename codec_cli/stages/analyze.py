@@ -53,8 +53,8 @@ def _write_result(w: ArtifactWriter, result: Any) -> dict:
             if "." not in name:
                 raise ValueError(f"figure {name!r} given as bytes needs a file extension in its name")
             w.write_bytes(name, bytes(fig))
-        else:  # a matplotlib Figure; no timestamp in the PNG keeps re-runs byte-identical
-            fig.savefig(w.path / f"{name}.png", format="png", dpi=120, metadata={"Software": None})
+        else:  # a matplotlib Figure
+            w.write_figure(f"{name}.png", fig)
     summary = json_ready(result.summary)
     w.write_json("summary.json", summary)
     return summary

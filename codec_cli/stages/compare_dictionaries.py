@@ -456,7 +456,7 @@ def compare_dictionaries(cfg: CompareDictionariesConfig) -> dict:
         out.write_table("latents.parquet", latents)
         out.write_json("summary.json", summary)
         for name, fig in figures(names, mcc, matched_all, random_matched, latents, summary).items():
-            fig.savefig(out.path / f"{name}.png", format="png", dpi=120, metadata={"Software": None})
+            out.write_figure(f"{name}.png", fig)
     return summary
 
 

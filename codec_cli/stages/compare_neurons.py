@@ -590,7 +590,7 @@ def compare_neurons(cfg: CompareNeuronsConfig) -> dict:
         out.write_json("summary.json", summary)
         for name, fig in figures(corr, s_idx, r_idx, matched, random_matched, null, observed, ceiling, sample,
                                  sign_free).items():
-            fig.savefig(out.path / f"{name}.png", format="png", dpi=120, metadata={"Software": None})
+            out.write_figure(f"{name}.png", fig)
     info(f"compare: matched correlation {observed:.3f} (random Squeezer {null['random'].mean():.3f}, "
          f"shuffled tokens {null['shuffled'].mean():.3f}, p = {p_shuffled:.3g})")
     return summary
