@@ -37,8 +37,10 @@ from codec_cli.talk import info
 
 NOISE = -1
 """The theme of an atom that belongs to none."""
-BLOCK = 4096
-"""Rows per block where all-against-all cosines are needed (graph): memory is BLOCK × atoms floats."""
+BLOCK = 1024
+"""Rows per block of the exact nearest-neighbour search: memory is about 12 × BLOCK × atoms bytes."""
+EXACT_KNN = 65_536
+"""Up to this many atoms the nearest neighbours are exact (O(n² d) in BLAS); beyond, UMAP's own search."""
 UNITS_PER_BLOCK = 1 << 16
 """Co-activation units folded into the PPMI counts at a time."""
 MEMBERS = 400
@@ -146,8 +148,8 @@ def _spectral(X: np.ndarray, n_themes: int, seed: int) -> np.ndarray:
 
 
 def nearest(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(indices [n, k], cosines [n, k]): each row's k most similar other rows, in blocks of rows,
-    ties broken by the lower index."""
+    """(indices [n, k], cosines [n, k]): each row's k most similar other rows, most similar first,
+    computed exactly in blocks of rows."""
     n = len(X)
     k = min(k, n - 1)
     idx = np.empty((n, k), dtype=np.int64)
@@ -156,20 +158,34 @@ def nearest(X: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         S = X[start:start + BLOCK] @ X.T
         rows = np.arange(len(S))
         S[rows, start + rows] = -np.inf
-        top = np.argsort(-S, axis=1, kind="stable")[:, :k]
-        idx[start:start + BLOCK], sim[start:start + BLOCK] = top, np.take_along_axis(S, top, 1)
+        top = np.argpartition(-S, k - 1, axis=1)[:, :k] if k < n - 1 else np.argsort(-S, axis=1)[:, :k]
+        best = np.take_along_axis(S, top, 1)
+        order = np.argsort(-best, axis=1, kind="stable")
+        idx[start:start + BLOCK] = np.take_along_axis(top, order, 1)
+        sim[start:start + BLOCK] = np.take_along_axis(best, order, 1)
     return idx, sim
 
 
-def _graph(X: np.ndarray, neighbors: int, threshold: float) -> np.ndarray:
+def _graph(idx: np.ndarray, sim: np.ndarray, threshold: float) -> np.ndarray:
     import scipy.sparse as sp
     from scipy.sparse.csgraph import connected_components
 
-    idx, sim = nearest(X, neighbors)
-    keep = sim > threshold
-    rows = np.repeat(np.arange(len(X)), idx.shape[1])[keep.ravel()]
-    g = sp.coo_matrix((np.ones(len(rows)), (rows, idx.ravel()[keep.ravel()])), shape=(len(X), len(X)))
+    n = len(idx)
+    keep = (sim > threshold).ravel()
+    rows = np.repeat(np.arange(n), idx.shape[1])[keep]
+    g = sp.coo_matrix((np.ones(len(rows)), (rows, idx.ravel()[keep])), shape=(n, n))
     return connected_components(g, directed=False)[1]
+
+
+def neighbours(X: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices [n, k], cosines [n, k]) of each row's k nearest other rows: exact (BLAS, in blocks)
+    up to EXACT_KNN rows, beyond that UMAP's nearest-neighbour descent (approximate, O(n log n))."""
+    if len(X) <= EXACT_KNN:
+        return nearest(X, k)
+    from umap.umap_ import nearest_neighbors
+
+    idx, dist, _ = nearest_neighbors(X, k + 1, "cosine", {}, False, np.random.RandomState(seed), n_jobs=1)
+    return idx[:, 1:].astype(np.int64), (1.0 - dist[:, 1:]).astype(np.float32)
 
 
 def isolation_level(n: int, d: int) -> float:
@@ -195,39 +211,33 @@ def cluster_vectors(X: np.ndarray, cfg: ClusterConfig) -> Clustering:
 
     n = len(X)
     nn = min(cfg.neighbors, n - 1)
-    reducer = None
+    idx, sim = neighbours(X, max(nn - 1, cfg.graph_neighbors), cfg.seed)
+    # UMAP counts a point as its own first neighbour; handing it the neighbours spares it its search.
+    knn = (np.hstack([np.arange(n)[:, None], idx[:, :nn - 1]]),
+           np.hstack([np.zeros((n, 1), np.float32), 1.0 - sim[:, :nn - 1]]), None)
     with warnings.catch_warnings():  # UMAP warns of choices made here: a seed turns off its parallelism
         warnings.simplefilter("ignore")
         if cfg.method == "umap-hdbscan":
             import hdbscan
 
-            reducer = umap.UMAP(n_neighbors=nn, n_components=min(cfg.components, max(n - 2, 1)), min_dist=0.0,
-                                metric="cosine", random_state=cfg.seed)
-            low = reducer.fit_transform(X)
+            low = umap.UMAP(n_neighbors=nn, n_components=min(cfg.components, max(n - 2, 1)), min_dist=0.0,
+                            metric="cosine", random_state=cfg.seed, precomputed_knn=knn).fit_transform(X)
             found = hdbscan.HDBSCAN(min_cluster_size=cfg.min_cluster_size, min_samples=cfg.min_samples).fit(low)
             labels, probability = found.labels_, found.probabilities_.astype(np.float64)
         elif cfg.method == "spectral":
             labels = _spectral(X, min(cfg.themes or max(2, round(math.sqrt(n / 2))), n), cfg.seed)
             probability = np.ones(n)
         else:
-            labels = _graph(X, cfg.graph_neighbors, cfg.graph_threshold)
+            labels = _graph(idx[:, :cfg.graph_neighbors], sim[:, :cfg.graph_neighbors], cfg.graph_threshold)
             probability = np.ones(n)
-        # The map and the isolation rule reuse the clustering UMAP's neighbours where it has them.
-        knn = (getattr(reducer, "_knn_indices", None), getattr(reducer, "_knn_dists", None),
-               getattr(reducer, "_knn_search_index", None))
-        precomputed = knn if reducer is not None and knn[0] is not None and not reducer._small_data else (None,) * 3
-        if precomputed[0] is not None:  # cosine distances, self first
-            close = 1.0 - np.asarray(precomputed[1], dtype=np.float64)[:, 1]
-        else:
-            close = nearest(X, 1)[1][:, 0].astype(np.float64)
         # UMAP gives every point neighbours, so a direction alike to none is pulled into some cluster;
         # one no closer to its nearest neighbour than random directions are to theirs is noise.
         level = isolation_level(n, X.shape[1]) if cfg.isolated is None else cfg.isolated
+        close = sim[:, 0].astype(np.float64)
         labels = renumber(np.where(close < level, NOISE, np.asarray(labels)), cfg.min_cluster_size)
         probability = np.where(labels == NOISE, 0.0, probability)
-        flat = umap.UMAP(n_neighbors=nn, n_components=2, min_dist=0.1, metric="cosine", random_state=cfg.seed,
-                         precomputed_knn=precomputed)
-        xy = flat.fit_transform(X).astype(np.float32)
+        xy = umap.UMAP(n_neighbors=nn, n_components=2, min_dist=0.1, metric="cosine", random_state=cfg.seed,
+                       precomputed_knn=knn).fit_transform(X).astype(np.float32)
     return Clustering(labels, probability, xy, close, level)
 
 
@@ -405,10 +415,14 @@ def cluster(cfg: ClusterConfig) -> dict:
     freq = frequencies(features, F)
     X = embedding(features, cfg, occ)
     alive = (freq > 0) & (np.abs(X).sum(1) > 0)
-    n = int(alive.sum())
-    if n < max(cfg.min_cluster_size, 4):
-        raise BadInput(f"{features.path}: only {n} of its {F} atoms ever fire; clustering needs at least "
-                       f"{max(cfg.min_cluster_size, 4)}", hint="extract more tokens, or lower --min-cluster-size")
+    n, least = int(alive.sum()), max(cfg.min_cluster_size, 4)
+    if int((freq > 0).sum()) < least:
+        raise BadInput(f"{features.path}: only {int((freq > 0).sum())} of its {F} atoms ever fire; clustering needs "
+                       f"at least {least}", hint="extract more tokens, or lower --min-cluster-size")
+    if n < least:
+        raise BadInput(f"{features.path}: only {n} of its atoms fire together with another in blocks of "
+                       f"{cfg.window} token(s), too few for co-activation profiles",
+                       hint="use a larger --window (0: whole contexts), or --embed decoder")
     extra = {}
     if cfg.method == "spectral":
         extra["spectral_affinity_bytes"] = spectral_bytes(n)

@@ -375,6 +375,16 @@ class Config(ThemesModelConfig):
     """Active latents per token of the (TopK) neuron SAE."""
     mlp_sae_lr: float = 3e-3
     """The neuron SAE's Adam learning rate (at 1e-3 most of its latents are still dead after its steps)."""
+    # The residual stream where it starts, token plus position: an SAE there gives each topic an atom
+    # of its own and its words atoms that fire with it, the themes `codec cluster` recovers.
+    token_sae_hook: str = "blocks.0.hook_resid_pre"
+    """Where the third SAE (`resid0`) reads: the first block's input, the token and position embeddings."""
+    token_sae_expansion: float = 8.0
+    """Its width as a multiple of d_model (enough for a latent per word, topic and position)."""
+    token_sae_k: int = 4
+    """Its active latents per token (TopK)."""
+    token_sae_lr: float = 3e-3
+    """Its Adam learning rate."""
 
     def __post_init__(self) -> None:
         # Checked before anything trains: a bad SAE setting must not cost the model's minutes.
@@ -389,6 +399,11 @@ class Config(ThemesModelConfig):
             raise BadInput(f"-p mlp_sae_hook={self.mlp_sae_hook!r}: expected blocks.L.mlp.hook_post with "
                            f"L < n_layers={self.n_layers}")
         saes.width(_mlp_sae_config(self), self.d_mlp)
+        m = re.fullmatch(r"blocks\.(\d+)\.hook_resid_pre", self.token_sae_hook)
+        if not m or int(m.group(1)) >= self.n_layers:
+            raise BadInput(f"-p token_sae_hook={self.token_sae_hook!r}: expected blocks.L.hook_resid_pre with "
+                           f"L < n_layers={self.n_layers}")
+        saes.width(_token_sae_config(self), self.d_model)
 
 
 def _sae_config(cfg: Config):
@@ -399,6 +414,11 @@ def _sae_config(cfg: Config):
 def _mlp_sae_config(cfg: Config):
     return SAETrainConfig(expansion_factor=cfg.mlp_sae_expansion, k=cfg.mlp_sae_k, steps=cfg.sae_steps,
                           lr=cfg.mlp_sae_lr, batch_size=cfg.sae_batch_size, seed=cfg.seed, checkpoint_every=0)
+
+
+def _token_sae_config(cfg: Config):
+    return SAETrainConfig(expansion_factor=cfg.token_sae_expansion, k=cfg.token_sae_k, steps=cfg.sae_steps,
+                          lr=cfg.token_sae_lr, batch_size=cfg.sae_batch_size, seed=cfg.seed, checkpoint_every=0)
 
 
 def inputs(cfg: Config, step: int, n: int) -> torch.Tensor:
@@ -414,7 +434,7 @@ def labels(cfg: Config, token_ids) -> dict:
 
 
 def build(cfg: Config, w) -> None:
-    """Train the language model and its two SAEs from scratch and write the world into writer `w`."""
+    """Train the language model and its three SAEs from scratch and write the world into writer `w`."""
     with progress("themes model", cfg.steps, unit="steps") as bar:
         model, model_metrics = train_model(cfg, on_step=lambda step, loss: bar.update(completed=step))
     info(f"model: eval loss {model_metrics['eval_loss']:.4f} vs entropy {model_metrics['entropy']:.4f} nats/token, "
@@ -424,7 +444,8 @@ def build(cfg: Config, w) -> None:
 
     metrics = {}
     for name, sae_cfg, hook in (("resid", _sae_config(cfg), cfg.sae_hook),
-                                ("mlp0", _mlp_sae_config(cfg), cfg.mlp_sae_hook)):
+                                ("mlp0", _mlp_sae_config(cfg), cfg.mlp_sae_hook),
+                                ("resid0", _token_sae_config(cfg), cfg.token_sae_hook)):
         with models.torch_threads(cfg.threads):  # as for the model: the same bytes for the same thread count
             src = models.Source("codec-themes", model, lambda step, n: inputs(cfg, step, n), True, hook)
             sae, _, metrics[name] = saes.train_on_source(sae_cfg, src, hook, context=cfg.n_ctx)
@@ -433,6 +454,7 @@ def build(cfg: Config, w) -> None:
              f"CE loss recovered {metrics[name]['ce_loss_recovered']:.4f}")
     w.write_json("metrics.json", {"model": {k: v for k, v in model_metrics.items() if k not in _TIMINGS},
                                   "saes": metrics})
-    w.attrs.update(hooks=sorted(model.hook_dict), saes={"resid": cfg.sae_hook, "mlp0": cfg.mlp_sae_hook},
+    w.attrs.update(hooks=sorted(model.hook_dict), saes={"resid": cfg.sae_hook, "mlp0": cfg.mlp_sae_hook,
+                                                           "resid0": cfg.token_sae_hook},
                    default_sae="resid",
                    d_model=cfg.d_model, d_vocab=model.cfg.d_vocab, n_ctx=cfg.n_ctx)
