@@ -115,3 +115,110 @@ def test_the_atlas_refuses_themes_of_other_atoms(tmp_path, cli):
     result = cli("analyze", sq, th, "-P", "themes", "--out", tmp_path / "analysis")
     assert result.exit_code != 0
     assert "different features" in result.output and not (tmp_path / "analysis/themes").exists()
+
+
+# --------------------------------------------------------------------------- the themes world
+
+
+def planted_labels(features: Path, F: int) -> tuple[np.ndarray, np.ndarray]:
+    """(topic, cycle) per atom, from the world's ground truth in the token tables: the topic of
+    the documents an atom fires in, where at least 80 % of its activation falls in documents of
+    one topic (a document's topic is that of its topic words; each document has one), and the
+    cycle (weekday, month) whose tokens take at least 80 % of its activation. "" where none."""
+    art = open_artifact(features)
+    topics = sorted(t for t in pl.read_parquet(art.path / art.files("tokens/")[0])["theme"].unique().to_list() if t)
+    by_topic, by_cycle, total = np.zeros((F, len(topics))), np.zeros((F, 2)), np.zeros(F)
+    for table, shard in zip(art.files("tokens/"), art.files("shards/")):
+        tokens = art.table(table)
+        doc = tokens.join(tokens.drop_nulls("theme").group_by("window").agg(pl.col("theme").first().alias("topic")),
+                          on="window", how="left", maintain_order="left")["topic"].to_list()
+        doc = np.array([topics.index(t) if t is not None else -1 for t in doc])
+        cyc = np.array([("weekday", "month").index(c) if c in ("weekday", "month") else -1
+                        for c in tokens["cycle"].to_list()])
+        top = art.shard(shard)
+        rows, slots = np.nonzero(top.indices >= 0)
+        f, v = top.indices[rows, slots], top.values[rows, slots].astype(np.float64)
+        np.add.at(total, f, v)
+        np.add.at(by_topic, (f[doc[rows] >= 0], doc[rows][doc[rows] >= 0]), v[doc[rows] >= 0])
+        np.add.at(by_cycle, (f[cyc[rows] >= 0], cyc[rows][cyc[rows] >= 0]), v[cyc[rows] >= 0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share, cshare = by_topic / total[:, None], by_cycle / total[:, None]
+    topic = np.where(np.nan_to_num(share.max(1)) >= 0.8, np.array(topics)[share.argmax(1)], "")
+    cyc = np.where(np.nan_to_num(cshare[:, 0]) >= 0.8, "weekday", np.where(np.nan_to_num(cshare[:, 1]) >= 0.8,
+                                                                            "month", ""))
+    return topic, cyc
+
+
+@pytest.fixture(scope="module")
+def resid0(tmp_path_factory):
+    """The themes world's features through its resid0 SAE (the residual stream where it starts),
+    clustered twice: by which atoms fire in the same documents, and by decoder direction."""
+    import squeezed
+
+    root = tmp_path_factory.mktemp("cluster-themes")
+    squeezed.codec("extract", "themes", "--sae", "resid0", "--tokens", 100_000, "--out", root / "features")
+    summary = squeezed.codec("cluster", root / "features", "--embed", "coactivation", "--window", 0,
+                             "--out", root / "themes")
+    squeezed.codec("cluster", root / "features", "--out", root / "by-decoder")
+    return root, summary
+
+
+def test_themes_world_atoms_cluster_by_their_planted_topic(resid0):
+    root, summary = resid0
+    atoms = pl.read_parquet(root / "themes/atoms.parquet")
+    topic, _ = planted_labels(root / "features", len(atoms))
+    theme = atoms["theme"].to_numpy()
+    has = (topic != "") & (theme != NOISE)
+    assert (topic != "").sum() >= 30 and has.sum() >= 0.8 * (topic != "").sum()
+    assert adjusted_rand_score(topic[has], theme[has]) >= 0.8
+    assert summary["themes"] >= 8
+
+
+def test_themes_world_weekdays_and_months_have_themes_of_their_own(resid0):
+    """The cycles are planted in the geometry (each on a circle in a plane of its own), so by
+    decoder direction: the theme holding most of a cycle's atoms is made of that cycle's atoms."""
+    root, _ = resid0
+    theme = pl.read_parquet(root / "by-decoder/atoms.parquet")["theme"].to_numpy()
+    _, cycle = planted_labels(root / "features", len(theme))
+    main = {}
+    for mine, other in (("weekday", "month"), ("month", "weekday")):
+        placed = theme[(cycle == mine) & (theme != NOISE)]
+        assert len(placed) >= 0.5 * (cycle == mine).sum() >= 10
+        values, counts = np.unique(placed, return_counts=True)
+        main[mine] = values[counts.argmax()]
+        members = cycle[theme == main[mine]]
+        assert (members == mine).mean() >= 0.8 and not (members == other).any()
+    assert main["weekday"] != main["month"]
+
+
+def test_themes_world_themes_are_labelled_and_beat_random_groups(resid0):
+    root, summary = resid0
+    themes = pl.read_parquet(root / "themes/themes.parquet")
+    assert themes["size"].to_list() == sorted(themes["size"].to_list(), reverse=True)
+    assert themes["size"].min() >= 5 and all(len(t) > 0 for t in themes["top_tokens"].to_list())
+    assert (themes["coactivation"] > themes["coactivation_baseline"]).mean() >= 0.9
+    assert summary["coherence"]["coactivation"]["above_chance"] >= 0.8
+    art = open_artifact(root / "themes", "themes")
+    assert art.inputs[0]["kind"] == "features" and (root / "themes/map.png").stat().st_size > 20_000
+    # One topic's words name one theme: the theme holding the atom that fires on "planet" is labelled
+    # by astronomy words.
+    truth = pl.read_parquet(Path(__file__).parents[2] / "codec_cli/data/worlds/themes/truth/tokens.parquet")
+    astronomy = set(truth.filter(pl.col("theme") == "astronomy")["token"].to_list())
+    labelled = [set(t) & astronomy for t in themes["top_tokens"].to_list()]
+    assert max(len(s) for s in labelled) >= 3
+
+
+def test_cluster_is_deterministic_and_the_atlas_reads_it(themes_squeezed, tmp_path, cli):
+    features, squeezer, _ = themes_squeezed
+    runs = []
+    for name in ("a", "b"):
+        result = cli("-q", "cluster", features, "--out", tmp_path / name, "--json")
+        assert result.exit_code == 0, result.output
+        runs.append(open_artifact(tmp_path / name).fingerprint)
+    assert runs[0] == runs[1]
+    result = cli("analyze", squeezer, tmp_path / "a", "-P", "themes", "--out", tmp_path / "analysis", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)["themes"]["summary"]
+    assert summary["neurons"] == 32 and summary["themes"] == open_artifact(tmp_path / "a").attrs["themes"]
+    assert summary["entropy"]["chance"] is not None and summary["same_theme_pairs"]["chance"] > 0
+    assert (tmp_path / "analysis/themes/atlas.png").is_file()

@@ -70,7 +70,31 @@ def test_the_neuron_sae_reads_the_mlp_neurons(world):
     assert metrics["ce_loss_recovered"] > 0.9
     sae = world.sae("mlp0")
     assert sae.cfg.metadata.hook_name == "blocks.0.mlp.hook_post" and sae.cfg.d_in == 256 and sae.cfg.d_sae == 1024
-    assert world.saes == {"resid": "blocks.1.hook_resid_pre", "mlp0": "blocks.0.mlp.hook_post"}
+    assert world.saes == {"resid": "blocks.1.hook_resid_pre", "mlp0": "blocks.0.mlp.hook_post",
+                          "resid0": "blocks.0.hook_resid_pre"}
+
+
+def test_the_token_sae_gives_each_topic_an_atom(world):
+    """resid0, where `codec cluster` finds the topics (tests/e2e/test_cluster.py): its bounds, and
+    for each of the 8 topics an atom that fires on (nearly) every occurrence of its words and (nearly) never
+    elsewhere: the SAE factors the topic out of its words."""
+    import polars as pl
+
+    metrics = world.artifact.json("metrics.json")["saes"]["resid0"]
+    assert metrics["l0"] <= 4.0 and metrics["fvu"] < 0.1 and metrics["dead_fraction"] < 0.3
+    assert metrics["ce_loss_recovered"] > 0.9
+    sae = world.sae("resid0")
+    assert sae.cfg.metadata.hook_name == "blocks.0.hook_resid_pre" and sae.cfg.d_sae == 512
+    module, cfg = world.config()
+    tokens = module.inputs(cfg, 0, 200)  # 200 documents of the world's own stream
+    with torch.no_grad():
+        _, cache = world.model().run_with_cache(tokens, names_filter="blocks.0.hook_resid_pre")
+        fires = (sae.encode(cache["blocks.0.hook_resid_pre"].flatten(0, 1)) > 0).numpy()
+    truth = pl.read_parquet(world.path / "truth/tokens.parquet")
+    theme = np.array([str(t) for t in truth["theme"].to_list()])[tokens.flatten().numpy()]
+    for topic in sorted(set(theme) - {"None"}):
+        inside, outside = fires[theme == topic].mean(0), fires[theme != topic].mean(0)
+        assert ((inside >= 0.95) & (outside <= 0.005)).any(), topic
 
 
 def test_sae_train_on_the_world_and_on_its_model_over_files(cli, world, tmp_path):
