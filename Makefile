@@ -24,7 +24,9 @@ $(STAMP): pyproject.toml tests/example_plugin/pyproject.toml tests/example_plugi
 # language model, extracts the themes world's SAE features (with its MLP neurons) and
 # squeezes them into 32 synthetic neurons twice: linear neurons for the geometry
 # (polytope, superposition-tax) and ReLU neurons, whose basis is privileged, for the
-# neuron-level analyses (polysemanticity, or-gate; docs/analyses.md).
+# neuron-level analyses (polysemanticity, or-gate; docs/analyses.md). Then the resid0 SAE's
+# atoms are clustered into themes by the documents they fire in, and the atlas reads how a
+# ReLU Squeezer of the same features spread those themes over its neurons (docs/cluster.md).
 demo: $(STAMP)
 	$(BIN)/codec world list
 	$(BIN)/codec world build toy --out demo/toy
@@ -38,6 +40,10 @@ demo: $(STAMP)
 	$(BIN)/codec extract themes --sae mlp0 --tokens 100000 --neurons blocks.0.mlp.hook_post --out demo/features-mlp0
 	$(BIN)/codec squeeze demo/features-mlp0 --m 256 --k 16 --epochs 10 --rescale max --neuron-act relu --out demo/squeezer-mlp0
 	$(BIN)/codec compare neurons demo/squeezer-mlp0 --out demo/comparison
+	$(BIN)/codec extract themes --sae resid0 --tokens 100000 --out demo/features-resid0
+	$(BIN)/codec cluster demo/features-resid0 --embed coactivation --window 0 --out demo/themes
+	$(BIN)/codec squeeze demo/features-resid0 --m 32 --k 4 --epochs 20 --rescale max --neuron-act relu --out demo/squeezer-resid0
+	$(BIN)/codec analyze demo/squeezer-resid0 demo/themes -P themes --out demo/analysis-themes
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -186,5 +186,5 @@ def figure(counts, labels, h, chance_h, summary):
     right.legend(frameon=False)
     st = summary["same_theme_pairs"]
     ratio = f"{st['ratio']:.2f}" if st["ratio"] is not None else "n/a"
-    right.set_title(f"same-theme roommates: {ratio} × chance")
+    right.set_title(f"same-theme roommates\n{ratio} × chance", fontsize=10)
     return fig

@@ -482,13 +482,19 @@ def theme_map(atoms: pl.DataFrame, themes: pl.DataFrame, summary: dict):
     noise = t == NOISE
     ax.scatter(x[noise], y[noise], s=4, c="0.8", linewidths=0, label=f"noise ({int(noise.sum())} atoms)")
     palette = colormaps["tab20"].colors
-    colour = np.array([palette[(v * 7) % len(palette)] for v in t[~noise]]).reshape(-1, 3)
-    ax.scatter(x[~noise], y[~noise], s=9, c=colour, linewidths=0)
+
+    def colour(theme: int):  # neighbouring numbers (similar sizes) get distant colours
+        return palette[(theme * 7) % len(palette)]
+
+    ax.scatter(x[~noise], y[~noise], s=14, c=np.array([colour(v) for v in t[~noise]]).reshape(-1, 3), linewidths=0)
     for row in themes.head(LABELLED).iter_rows(named=True):
         inside = t == row["theme"]
         cx, cy = float(np.median(x[inside])), float(np.median(y[inside]))
-        ax.annotate(f"{row['label']} ({row['size']})", (cx, cy), fontsize=8, ha="center", va="center",
-                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.6", "alpha": 0.85})
+        # Above the theme's middle, so that a tight theme's points stay in sight.
+        ax.annotate(f"{row['label']} ({row['size']})", (cx, cy), xytext=(0, 7), textcoords="offset points",
+                    fontsize=8, ha="center", va="bottom",
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": colour(row["theme"]), "lw": 1.5,
+                          "alpha": 0.85})
     ax.set_xticks([])
     ax.set_yticks([])
     more = f"; the {LABELLED} largest named" if summary["themes"] > LABELLED else ""
