@@ -64,7 +64,6 @@ class Themes(Analysis):
     name = "themes"
     api_version = 1
     requires = ("squeezer", "themes")
-
     Params = Params
 
     def run(self, ctx: Context) -> Result:

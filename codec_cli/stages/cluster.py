@@ -106,9 +106,8 @@ def profiles(occ, dims: int, seed: int) -> np.ndarray:
 
 def embedding(features, cfg: ClusterConfig, occ) -> np.ndarray:
     """[F, d] one unit vector per atom, as `cfg.embed` says."""
-    parts = [p for p in cfg.embed.split("+")]
-    blocks = [profiles(occ, cfg.profile_dims, cfg.seed) if p == "coactivation" else directions(features, p)
-              for p in parts]
+    blocks = [profiles(occ, cfg.profile_dims, cfg.seed) if part == "coactivation" else directions(features, part)
+              for part in cfg.embed.split("+")]
     # Halved blocks: the cosine of the blend is the mean of the blocks' cosines.
     return unit(np.hstack([b / math.sqrt(len(blocks)) for b in blocks]))
 
@@ -344,7 +343,8 @@ def themes_table(labels, probability, alive, X, occ, toks, freq, cfg, rng) -> di
         atoms = g[order][:cfg.top]
         cos, co = coherence(g, X, occ, rng)
         outside = np.setdiff1d(pool, g)  # a true null: never the theme's own atoms
-        draws = [coherence(np.sort(rng.choice(outside, len(g), replace=False)), X, occ, rng)
+        # coherence() samples MEMBERS atoms of a larger group, so a draw of that many is the same null.
+        draws = [coherence(np.sort(rng.choice(outside, min(len(g), MEMBERS), replace=False)), X, occ, rng)
                  for _ in range(cfg.draws)] if len(outside) >= len(g) else []
         base = np.array(draws).reshape(-1, 2)
         words = top_tokens[t][:LABEL_TOKENS] or [f"f{a}" for a in atoms[:LABEL_TOKENS]]
