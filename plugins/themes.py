@@ -95,10 +95,10 @@ class Themes(Analysis):
         # Chance: the same carried atoms, their theme labels shuffled (each atom's neurons kept).
         rng = np.random.default_rng(p.seed)
         carried = np.unique(fn)
+        at = np.searchsorted(carried, fn)  # each membership's atom among the carried ones
         chance_h, chance_spread, chance_pairs = [], [], []
         for _ in range(p.draws):
-            shuffled = dict(zip(carried.tolist(), rng.permutation(theme[carried]).tolist()))
-            c = per_neuron(nn, np.array([shuffled[a] for a in fn.tolist()], dtype=np.int64), M, T)
+            c = per_neuron(nn, rng.permutation(theme[carried])[at], M, T)
             chance_h.append(entropy(c))
             chance_spread.append((c > 0).sum(0))
             chance_pairs.append(pairs(c))

@@ -33,6 +33,7 @@ from codec_cli import config, talk
 from codec_cli.artifacts import ArtifactWriter, check_not_an_input, check_output, open_artifact
 from codec_cli.config import ClusterConfig
 from codec_cli.errors import BadInput
+from codec_cli.stages.compare_dictionaries import unit
 from codec_cli.talk import info
 
 NOISE = -1
@@ -50,13 +51,6 @@ LABEL_TOKENS = 3
 
 
 # --------------------------------------------------------------------------- the atoms as vectors
-
-
-def unit(rows) -> np.ndarray:
-    """Rows scaled to length 1 (float32); an all-zero row stays zero."""
-    rows = np.asarray(rows, dtype=np.float64)
-    norm = np.linalg.norm(rows, axis=1, keepdims=True)
-    return (rows / np.where(norm > 0, norm, 1)).astype(np.float32)
 
 
 def directions(features, which: str) -> np.ndarray:

@@ -389,36 +389,33 @@ class Config(ThemesModelConfig):
     def __post_init__(self) -> None:
         # Checked before anything trains: a bad SAE setting must not cost the model's minutes.
         super().__post_init__()
-        m = re.fullmatch(r"blocks\.(\d+)\.hook_(resid_pre|resid_mid|resid_post|mlp_out|attn_out)", self.sae_hook)
-        if not m or int(m.group(1)) >= self.n_layers:
-            raise BadInput(f"-p sae_hook={self.sae_hook!r}: expected blocks.L.hook_resid_pre (or resid_mid, "
-                           f"resid_post, mlp_out, attn_out) with L < n_layers={self.n_layers}")
-        saes.width(_sae_config(self), self.d_model)
-        m = re.fullmatch(r"blocks\.(\d+)\.mlp\.hook_post", self.mlp_sae_hook)
-        if not m or int(m.group(1)) >= self.n_layers:
-            raise BadInput(f"-p mlp_sae_hook={self.mlp_sae_hook!r}: expected blocks.L.mlp.hook_post with "
-                           f"L < n_layers={self.n_layers}")
-        saes.width(_mlp_sae_config(self), self.d_mlp)
-        m = re.fullmatch(r"blocks\.(\d+)\.hook_resid_pre", self.token_sae_hook)
-        if not m or int(m.group(1)) >= self.n_layers:
-            raise BadInput(f"-p token_sae_hook={self.token_sae_hook!r}: expected blocks.L.hook_resid_pre with "
-                           f"L < n_layers={self.n_layers}")
-        saes.width(_token_sae_config(self), self.d_model)
+        for name, (pattern, expected) in _HOOKS.items():
+            value = getattr(self, name)
+            m = re.fullmatch(rf"blocks\.(\d+)\.{pattern}", value)
+            if not m or int(m.group(1)) >= self.n_layers:
+                raise BadInput(f"-p {name}={value!r}: expected {expected} with L < n_layers={self.n_layers}")
+        for _, sae_cfg, _, d_in in _saes(self):
+            saes.width(sae_cfg, d_in)
 
 
-def _sae_config(cfg: Config):
-    return SAETrainConfig(expansion_factor=cfg.sae_expansion, k=cfg.sae_k, steps=cfg.sae_steps,
-                          batch_size=cfg.sae_batch_size, seed=cfg.seed, checkpoint_every=0)
+_HOOKS = {"sae_hook": (r"hook_(resid_pre|resid_mid|resid_post|mlp_out|attn_out)",
+                       "blocks.L.hook_resid_pre (or resid_mid, resid_post, mlp_out, attn_out)"),
+          "mlp_sae_hook": (r"mlp\.hook_post", "blocks.L.mlp.hook_post"),
+          "token_sae_hook": (r"hook_resid_pre", "blocks.L.hook_resid_pre")}
+"""Each SAE's hook parameter: the hook names it may take, and how the refusal spells them."""
 
 
-def _mlp_sae_config(cfg: Config):
-    return SAETrainConfig(expansion_factor=cfg.mlp_sae_expansion, k=cfg.mlp_sae_k, steps=cfg.sae_steps,
-                          lr=cfg.mlp_sae_lr, batch_size=cfg.sae_batch_size, seed=cfg.seed, checkpoint_every=0)
+def _saes(cfg: Config) -> list[tuple[str, SAETrainConfig, str, int]]:
+    """The world's SAEs: name, training settings, hook and the hook's width."""
 
+    def train(expansion: float, k: int, lr: float = SAETrainConfig.lr) -> SAETrainConfig:
+        return SAETrainConfig(expansion_factor=expansion, k=k, steps=cfg.sae_steps, lr=lr,
+                              batch_size=cfg.sae_batch_size, seed=cfg.seed, checkpoint_every=0)
 
-def _token_sae_config(cfg: Config):
-    return SAETrainConfig(expansion_factor=cfg.token_sae_expansion, k=cfg.token_sae_k, steps=cfg.sae_steps,
-                          lr=cfg.token_sae_lr, batch_size=cfg.sae_batch_size, seed=cfg.seed, checkpoint_every=0)
+    return [("resid", train(cfg.sae_expansion, cfg.sae_k), cfg.sae_hook, cfg.d_model),
+            ("mlp0", train(cfg.mlp_sae_expansion, cfg.mlp_sae_k, cfg.mlp_sae_lr), cfg.mlp_sae_hook, cfg.d_mlp),
+            ("resid0", train(cfg.token_sae_expansion, cfg.token_sae_k, cfg.token_sae_lr), cfg.token_sae_hook,
+             cfg.d_model)]
 
 
 def inputs(cfg: Config, step: int, n: int) -> torch.Tensor:
@@ -443,9 +440,7 @@ def build(cfg: Config, w) -> None:
     w.write_table("truth/tokens.parquet", ground_truth(cfg.corpus))
 
     metrics = {}
-    for name, sae_cfg, hook in (("resid", _sae_config(cfg), cfg.sae_hook),
-                                ("mlp0", _mlp_sae_config(cfg), cfg.mlp_sae_hook),
-                                ("resid0", _token_sae_config(cfg), cfg.token_sae_hook)):
+    for name, sae_cfg, hook, _ in _saes(cfg):
         with models.torch_threads(cfg.threads):  # as for the model: the same bytes for the same thread count
             src = models.Source("codec-themes", model, lambda step, n: inputs(cfg, step, n), True, hook)
             sae, _, metrics[name] = saes.train_on_source(sae_cfg, src, hook, context=cfg.n_ctx)
@@ -454,7 +449,6 @@ def build(cfg: Config, w) -> None:
              f"CE loss recovered {metrics[name]['ce_loss_recovered']:.4f}")
     w.write_json("metrics.json", {"model": {k: v for k, v in model_metrics.items() if k not in _TIMINGS},
                                   "saes": metrics})
-    w.attrs.update(hooks=sorted(model.hook_dict), saes={"resid": cfg.sae_hook, "mlp0": cfg.mlp_sae_hook,
-                                                           "resid0": cfg.token_sae_hook},
+    w.attrs.update(hooks=sorted(model.hook_dict), saes={name: hook for name, _, hook, _ in _saes(cfg)},
                    default_sae="resid",
                    d_model=cfg.d_model, d_vocab=model.cfg.d_vocab, n_ctx=cfg.n_ctx)
