@@ -534,6 +534,158 @@ class ClusterConfig:
             raise BadParameter("graph_threshold", f"is a cosine, at least -1 and below 1, not {self.graph_threshold}")
 
 
+Strengths = str
+"""`--sweep`: A:B:STEP (both ends included) or a list A,B,C (config.strengths)."""
+
+
+def strengths(spec: str) -> list[float]:
+    """"0:1:0.25" -> [0, 0.25, 0.5, 0.75, 1]; "0,0.5,2" -> [0, 0.5, 2]: the strengths of a sweep."""
+    try:
+        if ":" in spec:
+            a, b, step = (float(x) for x in spec.split(":"))
+            if not step > 0 or b < a or (b - a) / step > 10_000:
+                raise ValueError
+            n = int(math.floor((b - a) / step + 1e-9)) + 1
+            out = [round(a + i * step, 10) for i in range(n)]
+        else:
+            out = [float(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        out = []
+    if not out or not all(math.isfinite(x) for x in out) or len(set(out)) < len(out):
+        raise BadParameter("sweep", f"takes A:B:STEP (e.g. 0:2:0.25) or distinct numbers separated by commas, "
+                                    f"not {spec!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class SteerConfig:
+    model: str = positional()
+    """The model to steer: a built-in world (themes), a world's directory, a codec model directory, or a
+    transformer-lens model name (needs a reachable hub); the SAE reads its hook."""
+    themes: Path
+    """The themes artifact (`codec cluster`) the theme comes from; its features name the SAE."""
+    theme: str
+    """The theme: its number, or a word of its label or top tokens (e.g. telescope)."""
+    method: Literal["add", "clamp"] = "add"
+    """add: the theme's direction added at every position; clamp: the theme's atoms set to a value inside the
+    SAE's reconstruction, its error term kept (docs/steer.md)."""
+    strength: float | None = None
+    """add: s, the added norm as a share of the residual's (default 1); clamp: the value, in units of each
+    atom's mean activation (default 0: removed; negative opposes)."""
+    sweep: Strengths | None = None
+    """Strengths side by side instead of one: A:B:STEP or A,B,C (e.g. 0:2:0.25)."""
+    norm: Literal["local", "global"] = "local"
+    """add: δ = s·‖x‖·v̂ at each position (local, norm-matched), or s·median‖x‖·v̂ everywhere (global, the
+    un-normalised constant vector of ActAdd and CAA)."""
+    weights: Literal["mean", "uniform"] = "mean"
+    """How the theme's decoder directions are combined: by each atom's mean activation, or equally."""
+    prompts: list[Path] = field(default_factory=list)
+    """Prompt files: .txt (one prompt per line), .jsonl or .parquet (--column); default: a world's own held-out
+    documents, cut to --prompt-tokens."""
+    neutral: list[Path] = field(default_factory=list)
+    """Neutral held-out text for the cost (KL, perplexity), in the same formats; default: a world's own
+    held-out documents."""
+    column: str = "text"
+    """The text field of .jsonl and .parquet files."""
+    n_prompts: int = 32
+    """Prompts used (the first N of the files, or N world documents)."""
+    prompt_tokens: int = 8
+    """A world document's prompt: its first N tokens, BOS included."""
+    n_neutral: int = 32
+    """Neutral texts used (the first N)."""
+    new_tokens: int = 24
+    """Tokens generated per prompt."""
+    greedy: bool = False
+    """Decode greedily instead of sampling (sampling is seeded, with the same random numbers for every method,
+    so strength 0 gives the clean model's tokens)."""
+    temperature: float = 1.0
+    """Sampling temperature."""
+    draws: int = 3
+    """Random directions and random groups of atoms behind each baseline (their mean is reported)."""
+    snr_strength: float | None = None
+    """The strength at which SNR is measured against the number of atoms N (default: --strength's)."""
+    sae: str | None = None
+    """The SAE, where it is no longer where the features recorded it (as for `codec extract --sae`)."""
+    sae_id: str | None = None
+    """The SAE's id within a sae-lens release."""
+    device: str = "cpu"
+    """Where the model runs: cpu, cuda, cuda:N or mps."""
+    batch_size: int = 32
+    """Prompts (and neutral texts) per forward pass."""
+    seed: int = 0
+    """Seed of the random baselines and of sampling."""
+    out: Path = Path("steering")
+    """Output directory: the steering artifact."""
+
+    def __post_init__(self):
+        check(self, positive=("n_prompts", "prompt_tokens", "n_neutral", "new_tokens", "temperature", "draws",
+                              "batch_size"), at_least_zero=("seed",))
+        if not self.theme:
+            raise BadParameter("theme", "is required: a theme's number, or a word of its label")
+        for name in ("strength", "snr_strength"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise BadParameter(name, f"must be a finite number, got {value}")
+        if self.sweep is not None:
+            strengths(self.sweep)
+        if self.prompt_tokens < 2:
+            raise BadParameter("prompt_tokens", f"must be at least 2 (BOS and a word), got {self.prompt_tokens}")
+
+    @property
+    def levels(self) -> list[float]:
+        """The strengths run: the sweep's, or the one strength."""
+        if self.sweep is not None:
+            return strengths(self.sweep)
+        return [self.strength if self.strength is not None else (1.0 if self.method == "add" else 0.0)]
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    model: str = positional()
+    """The model to watch (as for `codec steer`); the SAE reads its hook."""
+    themes: Path
+    """The themes artifact (`codec cluster`) the themes come from; its features name the SAE."""
+    theme: list[str]
+    """A theme to monitor (repeatable): its number, or a word of its label or top tokens."""
+    texts: list[Path] = field(default_factory=list)
+    """Texts on the theme, to detect: .txt (one text per line), .jsonl or .parquet (--column); default: a
+    world's own held-out documents, each on its planted topic."""
+    neutral: list[Path] = field(default_factory=list)
+    """Texts off the theme: half calibrate the threshold, half measure the false positives; default: the
+    world's documents of other topics."""
+    column: str = "text"
+    """The text field of .jsonl and .parquet files."""
+    n_texts: int = 400
+    """World documents drawn (or, from files, the first N of each of --texts and --neutral)."""
+    score: Literal["sum", "max", "share"] = "sum"
+    """A token's score: the theme's atoms' summed activation, their largest, or their share of all atoms'."""
+    pool: Literal["mean", "max"] = "mean"
+    """A text's score from its tokens' scores: their mean, or their largest."""
+    fpr: float = 0.01
+    """The false-positive rate the threshold is calibrated to, on the calibration half of the neutral texts."""
+    draws: int = 20
+    """Random groups of atoms (outside the theme, of its size) behind the chance AUROC."""
+    sae: str | None = None
+    """The SAE, where it is no longer where the features recorded it."""
+    sae_id: str | None = None
+    """The SAE's id within a sae-lens release."""
+    device: str = "cpu"
+    """Where the model runs: cpu, cuda, cuda:N or mps."""
+    batch_size: int = 32
+    """Texts per forward pass."""
+    seed: int = 0
+    """Seed of the calibration split and of the random groups."""
+    out: Path = Path("monitoring")
+    """Output directory: the monitoring artifact."""
+
+    def __post_init__(self):
+        check(self, positive=("n_texts", "draws", "batch_size"), at_least_zero=("seed",))
+        if not self.theme:
+            raise BadParameter("theme", "is required: a theme's number, or a word of its label (repeatable)")
+        if not 0 < self.fpr < 1:
+            raise BadParameter("fpr", f"is a rate, above 0 and below 1, not {self.fpr}")
+
+
 @dataclass(frozen=True)
 class SAETrainConfig:
     architecture: Literal["topk", "relu"] = "topk"

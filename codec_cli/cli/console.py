@@ -20,7 +20,7 @@ def _err():
     if _console is None:
         from rich.console import Console
 
-        _console = Console(stderr=True, highlight=False, soft_wrap=True)
+        _console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)  # A:B:C is no :b: emoji
     return _console
 
 

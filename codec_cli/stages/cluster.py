@@ -248,9 +248,9 @@ class Tokens:
     names: list
     """[V] each token's text (None where it never occurs)."""
 
-    def top(self, weights, n: int, min_count: int) -> list[list[str]]:
-        """Per row of `weights` [G, F] (a sparse indicator of atoms): the n tokens where those
-        atoms fire most, by mean activation per occurrence of the token (mass / count), among
+    def top(self, weights, n: int, min_count: int) -> list[list[int]]:
+        """Per row of `weights` [G, F] (a sparse indicator of atoms): the ids of the n tokens where
+        those atoms fire most, by mean activation per occurrence of the token (mass / count), among
         tokens seen at least min_count times."""
         M = (weights @ self.mass).tocsr()
         out = []
@@ -260,7 +260,7 @@ class Tokens:
             ok = (self.count[tok] >= max(min_count, 1)) & (val > 0)
             tok, score = tok[ok], val[ok] / self.count[tok[ok]]
             order = np.lexsort((tok, -score))[:n]
-            out.append([self.names[t] for t in tok[order]])
+            out.append([int(t) for t in tok[order]])
         return out
 
 
@@ -329,7 +329,8 @@ def themes_table(labels, probability, alive, X, occ, toks, freq, cfg, rng) -> di
     F = len(labels)
     groups = [np.flatnonzero(labels == t) for t in range(T)]
     top_tokens = toks.top(indicator(groups, F), cfg.top, cfg.min_count) if toks else [[] for _ in groups]
-    rows = {k: [] for k in ("theme", "size", "label", "top_tokens", "top_atoms", "cosine", "cosine_baseline",
+    rows = {k: [] for k in ("theme", "size", "label", "top_tokens", "top_token_ids", "top_atoms", "cosine",
+                            "cosine_baseline",
                             "cosine_p", "coactivation", "coactivation_baseline", "coactivation_p")}
     pool = np.flatnonzero(alive)
     for t, g in enumerate(groups):
@@ -341,11 +342,13 @@ def themes_table(labels, probability, alive, X, occ, toks, freq, cfg, rng) -> di
         draws = [coherence(np.sort(rng.choice(outside, min(len(g), MEMBERS), replace=False)), X, occ, rng)
                  for _ in range(cfg.draws)] if len(outside) >= len(g) else []
         base = np.array(draws).reshape(-1, 2)
-        words = top_tokens[t][:LABEL_TOKENS] or [f"f{a}" for a in atoms[:LABEL_TOKENS]]
+        names = [str(toks.names[i]) for i in top_tokens[t]]
+        words = names[:LABEL_TOKENS] or [f"f{a}" for a in atoms[:LABEL_TOKENS]]
         rows["theme"].append(t)
         rows["size"].append(len(g))
         rows["label"].append(" / ".join(map(str, words)))
-        rows["top_tokens"].append([str(w) for w in top_tokens[t]])
+        rows["top_tokens"].append(names)
+        rows["top_token_ids"].append(top_tokens[t])
         rows["top_atoms"].append(atoms.astype(np.int32).tolist())
         for j, (name, value) in enumerate((("cosine", cos), ("coactivation", co))):
             b = base[:, j] if len(base) else np.zeros(0)
@@ -443,8 +446,9 @@ def cluster(cfg: ClusterConfig) -> dict:
         "alive": alive, "count": freq.astype(np.int64), "nearest": pl.Series(closest).fill_nan(None),
         "x": pl.Series(np.where(alive, xy[:, 0], np.nan)).fill_nan(None),
         "y": pl.Series(np.where(alive, xy[:, 1], np.nan)).fill_nan(None),
-        "top_tokens": [[str(w) for w in ws] for ws in atom_words]})
-    table = pl.DataFrame(rows, schema_overrides={"top_tokens": pl.List(pl.String), "top_atoms": pl.List(pl.Int32)},
+        "top_tokens": [[str(toks.names[i]) for i in ws] for ws in atom_words]})
+    table = pl.DataFrame(rows, schema_overrides={"top_tokens": pl.List(pl.String), "top_token_ids": pl.List(pl.Int64),
+                                                 "top_atoms": pl.List(pl.Int32)},
                          strict=False)
     summary = summarize(rows, labels, alive, cfg, extra)
     with ArtifactWriter(cfg.out, "themes", command="codec cluster", params=config.to_dict(cfg), inputs=[features],

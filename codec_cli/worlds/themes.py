@@ -423,6 +423,18 @@ def inputs(cfg: Config, step: int, n: int) -> torch.Tensor:
     return next(token_batches(cfg.corpus, n, _STREAM_SEED_OFFSET + cfg.seed + step, 1))
 
 
+# Documents for steering and monitoring (`texts`) have corpus seeds of their own, far from
+# the training, evaluation and stream seeds.
+_TEXTS_SEED_OFFSET = 500_000_003
+
+
+def texts(cfg: Config, n: int) -> tuple[torch.Tensor, list[str]]:
+    """n held-out documents (tokens [n, n_ctx], BOS first) and each one's planted topic: what
+    `codec steer` and `codec monitor` read when given no files."""
+    docs = list(documents(cfg.corpus, n, _TEXTS_SEED_OFFSET + cfg.seed))
+    return torch.tensor([d.tokens for d in docs], dtype=torch.long), [d.theme for d in docs]
+
+
 def labels(cfg: Config, token_ids) -> dict:
     """Ground truth per token, for extracted features: its row of the truth table
     (theme, cycle and position, exclusive group and index; null where not applicable)."""
