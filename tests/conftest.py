@@ -72,6 +72,19 @@ def toy_dense(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def themes_resid0(tmp_path_factory):
+    """(root, summary): the themes world's features through its resid0 SAE (root/features) and
+    their atoms clustered by the documents they fire in (root/themes), once per session."""
+    import squeezed
+
+    root = tmp_path_factory.mktemp("themes-resid0")
+    squeezed.codec("extract", "themes", "--sae", "resid0", "--tokens", 100_000, "--out", root / "features")
+    summary = squeezed.codec("cluster", root / "features", "--embed", "coactivation", "--window", 0,
+                             "--out", root / "themes")
+    return root, summary
+
+
+@pytest.fixture(scope="session")
 def themes_squeezed(tmp_path_factory):
     """(features, squeezer, metrics) of the shipped themes world, built once per session."""
     import squeezed

@@ -150,16 +150,14 @@ def planted_labels(features: Path, F: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def resid0(tmp_path_factory):
-    """The themes world's features through its resid0 SAE (the residual stream where it starts),
-    clustered twice: by which atoms fire in the same documents, and by decoder direction."""
+def resid0(themes_resid0):
+    """The themes world's resid0 features clustered twice: by which atoms fire in the same
+    documents (conftest), and by decoder direction."""
     import squeezed
 
-    root = tmp_path_factory.mktemp("cluster-themes")
-    squeezed.codec("extract", "themes", "--sae", "resid0", "--tokens", 100_000, "--out", root / "features")
-    summary = squeezed.codec("cluster", root / "features", "--embed", "coactivation", "--window", 0,
-                             "--out", root / "themes")
-    squeezed.codec("cluster", root / "features", "--out", root / "by-decoder")
+    root, summary = themes_resid0
+    if not (root / "by-decoder").exists():
+        squeezed.codec("cluster", root / "features", "--out", root / "by-decoder")
     return root, summary
 
 
