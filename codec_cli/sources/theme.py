@@ -87,7 +87,9 @@ class Setting:
         numbers = self.table["theme"].to_list()
         if name.lstrip("-").isdigit():
             if int(name) not in numbers:
-                raise BadInput(f"{self.themes.path} has no theme {name}", hint=f"its themes are 0 to {len(numbers) - 1}")
+                raise BadInput(f"{self.themes.path} has no theme {name}",
+                               hint=f"its themes are 0 to {len(numbers) - 1}" if numbers else
+                               "it found none: cluster again (docs/cluster.md: --min-cluster-size, --method)")
             return int(name)
         word = name.lower()
         by_label = [t for t, lab in zip(numbers, self.table["label"]) if word in (w.strip().lower()

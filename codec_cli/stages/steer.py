@@ -321,12 +321,13 @@ def steer(cfg: SteerConfig) -> dict:
         return Intervention("clamp", strength, setting=setting, atoms=torch.as_tensor(atoms, dtype=torch.long),
                             values=torch.as_tensor(strength * setting.mean[atoms], dtype=torch.float32))
 
-    def arms(strength: float, n: int):
-        """(method, draw, intervention) for one strength, with the theme's n strongest atoms."""
+    def arms(part: str, strength: float, n: int):
+        """(method, draw, intervention): the theme's n strongest atoms and their baselines; against
+        N, only random groups (a single atom is N = 1 and a random direction has no N)."""
         yield "theme", 0, make(theme.atoms[:n], strength)
-        if n == theme.size:
+        if part == "strength":
             yield "atom", 0, make(theme.atoms[:1], strength)
-        if cfg.method == "add" and n == theme.size:  # a random direction has no N
+        if cfg.method == "add" and part == "strength":
             for j, v in enumerate(random_dirs):
                 yield "random-direction", j, make(None, strength, v)
         for j, g in enumerate(groups[n]):
@@ -348,10 +349,10 @@ def steer(cfg: SteerConfig) -> dict:
     for i, g in enumerate(clean_gen):
         gens.append({"method": "clean", "strength": None, "draw": 0, "prompt": i, "prompt_text": text(prompts[i][1:]),
                      "continuation": text(g), "target": float(clean_mass[i].mean()), "same_as_clean": True})
-    runs = sum(len(list(arms(s, n))) for _, s, n in plan)
+    runs = sum(len(list(arms(*step))) for step in plan)
     with talk.progress("steer", runs, unit="runs") as bar:
         for part, strength, n in plan:
-            for method, draw, iv in arms(strength, n):
+            for method, draw, iv in arms(part, strength, n):
                 gen, mass = generate(setting, prompts, cfg.new_tokens, iv, theme.targets, cfg)
                 spent = cost(setting, neutral, iv, cfg.batch_size)
                 rows.append(record(method, strength, draw, n if method != "atom" else 1, part, gen, mass, clean_mass,

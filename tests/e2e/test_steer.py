@@ -142,3 +142,28 @@ def test_monitoring_texts_that_are_not_on_the_theme_finds_nothing(themes, tmp_pa
     assert r["theme_texts"] == 150 and r["neutral_calibration"] == r["neutral_evaluation"] == 150
     on = np.array(pl.read_parquet(tmp_path / "m/texts.parquet")["score"])
     assert np.isfinite(on).all()
+
+
+def test_steer_and_monitor_a_hugging_face_model_with_an_sae_trained_on_it(tmp_path):
+    """The path of a hub model (GPT-2 and a sae-lens SAE), offline: a random GPT-2 saved as a
+    Hugging Face directory, an SAE trained on it, prompts and texts from files."""
+    import tiny_models
+
+    model = tiny_models.hf_model(tmp_path / "model")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(tiny_models.TEXT) + "\n")
+    codec("sae", "train", model, "--corpus", corpus, "--hook", "blocks.0.hook_resid_post", "--steps", 300,
+          "--batch-size", 256, "--out", tmp_path / "sae")
+    codec("extract", model, "--sae", tmp_path / "sae", "--corpus", corpus, "--tokens", 3000, "--out", tmp_path / "f")
+    codec("cluster", tmp_path / "f", "--method", "spectral", "--themes", 3, "--isolated", -1, "--out", tmp_path / "th")
+    smallest = pl.read_parquet(tmp_path / "th/themes.parquet")["theme"][-1]
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(tiny_models.TEXT[:3]) + "\n")
+    summary = codec("steer", model, "--themes", tmp_path / "th", "--theme", smallest, "--prompts", prompts,
+                    "--neutral", corpus, "--sweep", "0,0.5", "--new-tokens", 8, "--draws", 1, "--out", tmp_path / "st")
+    assert summary["hook"] == "blocks.0.hook_resid_post" and summary["strength_zero"] == {"kl": 0.0, "same_tokens": True}
+    assert summary["curves"]["theme"][1]["kl"] > 0
+    result = codec("monitor", model, "--themes", tmp_path / "th", "--theme", smallest, "--texts", prompts,
+                   "--neutral", corpus, "--out", tmp_path / "mo")
+    (r,) = result["themes"]
+    assert r["theme_texts"] == 3 and 0 <= r["auroc"] <= 1
