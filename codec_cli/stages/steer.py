@@ -65,18 +65,22 @@ class Intervention:
     first: int = 1
 
     def __call__(self, x: torch.Tensor, hook=None) -> torch.Tensor:
+        if self.kind == "add":  # the hot path of generation: as few operations as it takes
+            if self.direction.shape[0] != x.shape[-1]:
+                self.setting.check_width(x)
+            v = self.direction if self.direction.dtype == x.dtype else self.direction.to(x.dtype)
+            norm = x.norm(dim=-1, keepdim=True) if self.scale is None else self.scale
+            delta = (self.strength * norm) * v
+            if self.first:
+                delta = delta.expand_as(x).clone()
+                delta[:, :self.first] = 0
+            return x + delta
         y = x[:, self.first:]
-        if self.kind == "add":
-            if self.direction.shape[0] != y.shape[-1]:
-                self.setting.check_width(y)
-            norm = y.norm(dim=-1, keepdim=True) if self.scale is None else self.scale
-            y = y + self.strength * norm * self.direction.to(y.dtype)
-        else:
-            a = self.setting.encode(y)
-            clamped = a.clone()
-            clamped[..., self.atoms] = self.values.to(a.dtype)
-            sae = self.setting.sae
-            y = y + (sae.decode(clamped) - sae.decode(a)).to(y.dtype)
+        a = self.setting.encode(y)
+        clamped = a.clone()
+        clamped[..., self.atoms] = self.values.to(a.dtype)
+        sae = self.setting.sae
+        y = y + (sae.decode(clamped) - sae.decode(a)).to(y.dtype)
         return torch.cat([x[:, :self.first], y], 1) if self.first else y
 
 
@@ -119,7 +123,9 @@ def generate(setting: Setting, prompts: list[torch.Tensor], new: int, iv: Interv
             noise = torch.Generator().manual_seed(cfg.seed * 1_000_003 + b)
             if iv is not None:
                 iv.first = 1
-            logits = model(toks, past_kv_cache=cache)[:, -1]
+            # No padding anywhere, so every token is attended: said outright, since otherwise
+            # transformer-lens infers a mask from the tokenizer's pad id, which may be BOS's.
+            logits = model(toks, past_kv_cache=cache, attention_mask=torch.ones_like(toks))[:, -1]
             if iv is not None:
                 iv.first = 0
             for step in range(new):
@@ -133,7 +139,8 @@ def generate(setting: Setting, prompts: list[torch.Tensor], new: int, iv: Interv
                 for j, i in enumerate(idx):
                     out[i].append(int(nxt[j]))
                 if step + 1 < new:
-                    logits = model(nxt[:, None], past_kv_cache=cache)[:, -1]
+                    logits = model(nxt[:, None], past_kv_cache=cache,
+                                   attention_mask=torch.ones_like(nxt[:, None]))[:, -1]
     return out, mass
 
 
