@@ -27,6 +27,9 @@ $(STAMP): pyproject.toml tests/example_plugin/pyproject.toml tests/example_plugi
 # neuron-level analyses (polysemanticity, or-gate; docs/analyses.md). Then the resid0 SAE's
 # atoms are clustered into themes by the documents they fire in, and the atlas reads how a
 # ReLU Squeezer of the same features spread those themes over its neurons (docs/cluster.md).
+# Last, the model is steered towards one topic's theme and another topic's theme is clamped
+# away, each beside its single atom and random baselines, and all eight topics are
+# monitored (docs/steer.md).
 demo: $(STAMP)
 	$(BIN)/codec world list
 	$(BIN)/codec world build toy --out demo/toy
@@ -44,6 +47,10 @@ demo: $(STAMP)
 	$(BIN)/codec cluster demo/features-resid0 --embed coactivation --window 0 --out demo/themes
 	$(BIN)/codec squeeze demo/features-resid0 --m 32 --k 4 --epochs 20 --rescale max --neuron-act relu --out demo/squeezer-resid0
 	$(BIN)/codec analyze demo/squeezer-resid0 demo/themes -P themes --out demo/analysis-themes
+	$(BIN)/codec steer themes --themes demo/themes --theme telescope --sweep 0:0.4:0.1 --out demo/steering
+	$(BIN)/codec steer themes --themes demo/themes --theme flour --method clamp --sweep -1:0:0.5 --out demo/steering-clamp
+	$(BIN)/codec monitor themes --themes demo/themes --theme flour --theme anchor --theme telescope --theme piano \
+		--theme doctor --theme stadium --theme hedge --theme stock --out demo/monitoring
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -395,11 +395,13 @@ def summarize(metrics: pl.DataFrame, generations: pl.DataFrame, theme: Theme, se
         return m.to_dicts()
 
     by_n = metrics.filter(pl.col("part") == "atoms")
+    sign = 1.0 if cfg.method == "add" else -1.0
     snr = {}
     for method in ("theme", "random-group"):
         m = by_n.filter(pl.col("method") == method).group_by("n_atoms").agg(pl.col("snr").mean()).sort("n_atoms")
         snr[method] = {"n": m["n_atoms"].to_list(), "snr": m["snr"].to_list(),
-                       "slope": slope(m["n_atoms"].to_list(), m["snr"].to_list())}
+                       # of the intended effect's SNR: a clamp that works lowers the target
+                       "slope": slope(m["n_atoms"].to_list(), [None if v is None else sign * v for v in m["snr"]])}
     zero = None
     if cfg.method == "add" and 0.0 in cfg.levels:
         z = main.filter((pl.col("method") == "theme") & (pl.col("strength") == 0.0)).row(0, named=True)
@@ -415,7 +417,7 @@ def summarize(metrics: pl.DataFrame, generations: pl.DataFrame, theme: Theme, se
         "decoding": "greedy" if cfg.greedy else f"sampled at temperature {cfg.temperature}",
         "clean": {"target": float(clean_mass.mean()), **clean_cost},
         "curves": {m: curve(m) for m in ("theme", *baselines)},
-        "matched_kl": {b: matched(metrics, b, 1.0 if cfg.method == "add" else -1.0) for b in baselines},
+        "matched_kl": {b: matched(metrics, b, sign) for b in baselines},
         "snr_vs_atoms": {"strength": snr_at, **snr},
         "strength_zero": zero,
         "baseline": "the theme's strongest atom, random unit directions and random groups of its size from the "

@@ -161,7 +161,8 @@ def test_steer_and_monitor_a_hugging_face_model_with_an_sae_trained_on_it(tmp_pa
     prompts.write_text("\n".join(tiny_models.TEXT[:3]) + "\n")
     summary = codec("steer", model, "--themes", tmp_path / "th", "--theme", smallest, "--prompts", prompts,
                     "--neutral", corpus, "--sweep", "0,0.5", "--new-tokens", 8, "--draws", 1, "--out", tmp_path / "st")
-    assert summary["hook"] == "blocks.0.hook_resid_post" and summary["strength_zero"] == {"kl": 0.0, "same_tokens": True}
+    assert summary["hook"] == "blocks.0.hook_resid_post"
+    assert summary["strength_zero"] == {"kl": 0.0, "same_tokens": True}
     assert summary["curves"]["theme"][1]["kl"] > 0
     result = codec("monitor", model, "--themes", tmp_path / "th", "--theme", smallest, "--texts", prompts,
                    "--neutral", corpus, "--out", tmp_path / "mo")
