@@ -144,6 +144,10 @@ def open_setting(model: str, themes: Path, sae: str | None = None, sae_id: str |
         raise BadInput(f"{art.path}: made by an older codec cluster, without its themes' token ids",
                        hint=f"re-run codec cluster {features.path}")
     handle, _ = models.reopen_sae(features, sae, sae_id, device)
+    params = features.manifest["params"]
+    source = params.get("extract", params).get("source")
+    if source is not None and str(source) != str(model):
+        info(f"note: the features were extracted from {source}; acting on {model}")
     # transformer-lens prints as it loads; stdout is for data, so its lines become messages.
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
