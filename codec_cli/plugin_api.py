@@ -23,8 +23,16 @@ from codec_cli.errors import BadInput, PluginError
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["CODEC_API_VERSION", "Analysis", "Context", "NoParams", "Result", "held_out", "require_codec",
+__all__ = ["CODEC_API_VERSION", "Analysis", "Context", "NoParams", "NotApplicable", "Result", "held_out",
+           "require_codec",
            "validate"]
+
+
+class NotApplicable(Exception):
+    """Raise it from `run` when the inputs are of the kinds the plugin requires but not what it
+    reads (the fourier analysis given another world than modadd). Where codec chose the plugin
+    itself (no -P), it is reported as skipped with this message and nothing is written; where
+    it was named, the run fails with it."""
 
 
 @dataclass(frozen=True)

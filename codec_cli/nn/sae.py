@@ -163,14 +163,15 @@ def train_on_source(cfg: SAETrainConfig, src, hook: str, checkpoint: Path | None
     """Train on a `models.Source` at `hook`, showing progress (codec_cli.talk), then measure on held-out
     data (and, for language models, the CE loss recovered). Returns (sae, history, metrics)."""
     probe = models.activations(src, hook, 0, 1)
-    per_step = math.ceil(cfg.batch_size / probe.shape[0]) if src.language else cfg.batch_size
-    meta = {"hook_name": hook, "model_name": src.name, "prepend_bos": src.language,
-            "context_size": (context or probe.shape[0] + 1) if src.language else None}
+    per_step = math.ceil(cfg.batch_size / probe.shape[0])
+    by_token = src.language and src.position is None  # every position after BOS is a row
+    meta = {"hook_name": hook, "model_name": src.name, "prepend_bos": by_token,
+            "context_size": (context or probe.shape[0] + 1) if by_token else None}
     with talk.progress(f"sae {cfg.architecture} @ {hook}", cfg.steps, unit="steps") as bar:
         sae, history = train(cfg, lambda step: models.activations(src, hook, step, per_step)[: cfg.batch_size],
                              probe.shape[-1], meta, checkpoint=checkpoint,
                              on_step=lambda step, row: bar.update(completed=step))
     metrics = evaluate(sae, models.activations(src, hook, models.HELD_OUT, 4 * per_step))
-    if src.language:
+    if by_token:  # a model that reads one position has no next-token loss at the others
         metrics |= ce_loss_recovered(src.model, sae, hook, src.inputs(models.HELD_OUT + 1, 64))
     return sae, history, metrics

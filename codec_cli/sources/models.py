@@ -50,6 +50,9 @@ class Source:
     """Token sequences with BOS at position 0 (dropped from activations)."""
     default_hook: str | None = None
     """The hook to read when none is given (a world's first SAE's)."""
+    position: int | None = None
+    """The one position of each input whose activations are rows (modadd: the `=` token);
+    None: every position after BOS (language models) or the whole sample."""
 
 
 HELD_OUT = 10**9
@@ -153,7 +156,7 @@ def load_source(source: str, corpus: list[Path] = (), column: str = "text", cont
     model, w = open_model(source)
     if w is not None and not corpus:
         return Source(f"codec-{w.name}", model, lambda step, n: module.inputs(cfg, step, n), module.LANGUAGE,
-                      w.saes[w.default_sae])
+                      w.saes[w.default_sae], getattr(module, "POSITION", None))
     windows = token_windows(model.tokenizer, read_documents(corpus, column), min(context, model.cfg.n_ctx))
     # The name goes into the SAE's cfg.json, where `codec extract --sae DIR` looks for the
     # model: a local directory is recorded whole, so it still opens from anywhere.
@@ -231,7 +234,9 @@ def activations(src: Source, hook: str, step: int, n: int):
         raise BadInput(f"hook {hook!r} has shape {list(acts.shape)}; codec reads activations shaped "
                        f"{'[batch, position, width]' if src.language else '[batch, width]'}",
                        hint="choose a residual, MLP or attention-output hook")
-    if src.language:
+    if src.position is not None:
+        acts = acts[:, src.position]
+    elif src.language:
         acts = acts[:, 1:]
     return acts.reshape(-1, acts.shape[-1])
 

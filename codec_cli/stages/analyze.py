@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from codec_cli import config, registry
-from codec_cli.plugin_api import Context, NoParams, Result
+from codec_cli.plugin_api import Context, NoParams, NotApplicable, Result
 from codec_cli.artifacts import ArtifactWriter, check_lineage, check_output, json_ready, open_artifact
 from codec_cli import talk
 from codec_cli.talk import info
@@ -132,6 +132,11 @@ def analyze(inputs: list[str | Path], out: str | Path, plugins: list[str] | None
             report[name] = {"status": "ok", "package": inf.package, "out": str(out / name), "summary": summary}
         except KeyboardInterrupt:
             raise
+        except NotApplicable as e:
+            if not names:  # chosen by its inputs' kinds, not asked for: say so, and go on
+                report[name] = {"status": "skipped", "package": inf.package, "reason": str(e)}
+                continue
+            report[name] = {"status": "failed", "package": inf.package, "error": f"{inf.describe()}: {e}"}
         except BaseException as e:  # one plugin's failure, sys.exit() included, must not spoil the others
             if os.environ.get("CODEC_DEBUG"):
                 traceback.print_exc()

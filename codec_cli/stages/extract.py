@@ -94,9 +94,11 @@ class Stream:
     drop_bos: bool
     """Whether position 0 of every window is a BOS to leave out."""
     budget: int
+    position: int | None = None
+    """The one position of each window that is a row (a world's POSITION), or None for all."""
 
     def rows(self, real: int) -> int:
-        return real - self.drop_bos if self.language else 1
+        return real - self.drop_bos if self.language and self.position is None else 1
 
     def full_rows(self) -> int:
         return self.rows(self.n_ctx)
@@ -160,6 +162,8 @@ class Encoder:
             x = torch.stack([torch.as_tensor(w.tokens, dtype=torch.long) for w in batch])
             pos = torch.arange(x.shape[1])
             keep = pos[None] < torch.as_tensor([w.real for w in batch])[:, None]
+            if self.stream.position is not None:
+                keep &= pos[None] == self.stream.position
             if self.stream.drop_bos:
                 keep[:, 0] = False
         else:
@@ -258,7 +262,7 @@ def _token_table(window_batch: list, first_window: int, keep, x, tokenizer, deco
                 decoded[t] = tokenizer.decode([t])
             cols["token"] = [decoded[t] for t in ids.tolist()]
     if labels is not None:
-        cols |= labels(ids if ids is not None else x)
+        cols |= labels(ids, x[torch.as_tensor(w)])
     return cols
 
 
@@ -388,7 +392,9 @@ def extract(cfg: ExtractConfig, model=None, sae=None) -> dict:
         raise BadInput(f"world {world.name!r} is not a language model and takes no corpus")
     n_ctx = _context(cfg, model, handle, world, language)
     own_stream = world is not None and not cfg.reads_files  # world documents start with BOS
-    stream = Stream(language, n_ctx, language and (own_stream or cfg.bos) and not cfg.keep_bos, cfg.tokens)
+    position = getattr(world.spec.load(), "POSITION", None) if own_stream else None
+    stream = Stream(language, n_ctx, language and position is None and (own_stream or cfg.bos) and not cfg.keep_bos,
+                    cfg.tokens, position)
     device = cfg.device if given is None else str(next(model.parameters()).device)
     enc = Encoder(model, sae, hook, cfg.neurons, stream, device)
 
@@ -520,4 +526,6 @@ def _labels(world):
     if world is None:
         return None
     module, cfg = world.config()
-    return lambda rows: module.labels(cfg, rows)
+    # A world that reads one position labels a row by its whole input (modadd: a and b).
+    whole = not module.LANGUAGE or getattr(module, "POSITION", None) is not None
+    return lambda ids, inputs: module.labels(cfg, inputs if whole else ids)

@@ -52,7 +52,11 @@ class WorldModule(Protocol):
         """The model's inputs at stream step `step`: `n` samples (vectors) or windows (token ids)."""
 
     def labels(self, cfg: Any, x: Any) -> dict:
-        """Ground-truth columns for the token table of inputs `x` (one row per activation row)."""
+        """Ground-truth columns for the token table, one per activation row: `x` holds each row's
+        token id (language worlds) or its whole input (sample worlds, and worlds with a POSITION).
+
+        A world may also set `POSITION`: the one position of each input whose activations are
+        rows (modadd: the `=` token), where stages otherwise read every position after BOS."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,9 @@ WORLDS = {
     "themes": WorldSpec("themes", "A tiny language model trained on text with planted themes, cycles and "
                         "mutually exclusive alternatives, with SAEs on its residual stream and its MLP neurons.",
                         "codec_cli.worlds.themes"),
+    "modadd": WorldSpec("modadd", "A one-layer transformer that groks modular addition (Nanda et al. 2023), its "
+                        "key frequencies measured from its weights, with SAEs of three seeds on its MLP neurons.",
+                        "codec_cli.worlds.modadd"),
 }
 
 

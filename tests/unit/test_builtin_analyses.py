@@ -12,8 +12,9 @@ import pytest
 from codec_cli.artifacts import ArtifactWriter, open_artifact
 from conftest import Explodes, write_features
 
-BUILTINS = ["or-gate", "polysemanticity", "polytope", "superposition-tax", "themes"]
-SQUEEZER_ONLY = [b for b in BUILTINS if b != "themes"]  # themes also needs `codec cluster`'s artifact
+BUILTINS = ["fourier", "or-gate", "polysemanticity", "polytope", "stability", "superposition-tax", "themes"]
+# themes also needs `codec cluster`'s artifact; fourier and stability a world (modadd)
+SQUEEZER_ONLY = [b for b in BUILTINS if b not in ("themes", "fourier", "stability")]
 
 
 @pytest.fixture(scope="module")
