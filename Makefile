@@ -29,7 +29,8 @@ $(STAMP): pyproject.toml tests/example_plugin/pyproject.toml tests/example_plugi
 # ReLU Squeezer of the same features spread those themes over its neurons (docs/cluster.md).
 # Last, the model is steered towards one topic's theme and another topic's theme is clamped
 # away, each beside its single atom and random baselines, and all eight topics are
-# monitored (docs/steer.md).
+# monitored (docs/steer.md). And on the modadd world, the Fourier structure of its neurons,
+# its SAE's latents, and which latents converge across the SAE's three seeds (docs/analyses.md).
 demo: $(STAMP)
 	$(BIN)/codec world list
 	$(BIN)/codec world build toy --out demo/toy
@@ -51,6 +52,10 @@ demo: $(STAMP)
 	$(BIN)/codec steer themes --themes demo/themes --theme flour --method clamp --sweep -1:0:0.5 --out demo/steering-clamp
 	$(BIN)/codec monitor themes --themes demo/themes --theme flour --theme anchor --theme telescope --theme piano \
 		--theme doctor --theme stadium --theme hedge --theme stock --out demo/monitoring
+	$(BIN)/codec extract modadd --tokens 3481 --out demo/features-modadd
+	$(BIN)/codec analyze demo/features-modadd -P fourier --out demo/analysis-modadd
+	$(BIN)/codec compare dictionaries modadd:mlp modadd:mlp-s1 modadd:mlp-s2 --out demo/comparison-modadd
+	$(BIN)/codec analyze demo/comparison-modadd -P stability --out demo/analysis-modadd
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
