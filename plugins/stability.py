@@ -136,8 +136,11 @@ class Stability(Analysis):
                    # dead latents that match across seeds: untrained directions can agree too
                    "found_by_all_dead": int((found_by_all & ~live).sum()),
                    "baseline": f"the stable label shuffled among the live latents, {ctx.params.draws} times"}
+        def show(x):
+            return "n/a" if x is None else f"{x:.3f}"
+
         ctx.log(f"stability: {observed['stable']} of {int(live.sum())} live latents stable; overlap "
-                f"{observed['overlap_stable']} stable against {observed['overlap_unstable']} unstable")
+                f"{show(observed['overlap_stable'])} stable against {show(observed['overlap_unstable'])} unstable")
         latents = {"latent": np.arange(len(live), dtype=np.int32), "live": live, "stable": stable,
                    "mean_cosine": cosine, "found_by": table["found_by"].to_numpy(), "overlap": overlap,
                    "best_frequency": best.astype(np.int32), "on_key_frequency": on_key}
