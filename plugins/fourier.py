@@ -118,9 +118,7 @@ class Fourier(Analysis):
         rng = np.random.default_rng(prm.seed)
         truth = ctx.inputs["world"].json("truth/key_frequencies.json")
         keys = [int(k) for k in truth["key_frequencies"]]
-        with torch.no_grad():
-            _, cache = model.run_with_cache(modadd.grid(p), names_filter=[modadd.HOOK])
-        acts = cache[modadd.HOOK][:, modadd.POSITION].double()  # [p², d_mlp]
+        acts = modadd.neurons(model, p).double()  # [p², d_mlp]
         spectrum = modadd.embedding_spectrum(model, p)
 
         neurons = acts.T.numpy()

@@ -84,8 +84,7 @@ class Stability(Analysis):
         keys = [int(k) for k in ctx.inputs["world"].json("truth/key_frequencies.json")["key_frequencies"]]
         model = world.model()
         with torch.no_grad():
-            _, cache = model.run_with_cache(modadd.grid(p), names_filter=[modadd.HOOK])
-            acts = sae.encode(cache[modadd.HOOK][:, modadd.POSITION]).double().numpy()
+            acts = sae.encode(modadd.neurons(model, p)).double().numpy()
         live = acts.std(0) > 1e-8
         shares = frequency_shares(acts.T, p)
         overlap, best = shares.max(1), shares.argmax(1) + 1

@@ -26,6 +26,7 @@ from codec_cli import config, talk
 from codec_cli.artifacts import ArtifactWriter, check_not_an_input, check_output
 from codec_cli.config import MonitorConfig
 from codec_cli.errors import BadInput
+from codec_cli.sources.models import stop_layer
 from codec_cli.sources.theme import (Setting, Theme, batches, open_setting, planted_topic, read_texts, tokenize,
                                      world_texts)
 from codec_cli.talk import info
@@ -61,20 +62,13 @@ def scores(setting: Setting, texts: list[torch.Tensor], groups: list[torch.Tenso
             toks = torch.stack([texts[i] for i in idx]).to(model.cfg.device)
             if toks.shape[1] < 2:
                 continue
-            model(toks, stop_at_layer=_stop(setting))
+            model(toks, stop_at_layer=stop_layer(setting.hook))  # no block after the hook's
             s = token_scores(setting.encode(acts["x"][:, 1:]).float(), groups, cfg.score)
             p = s.mean(-1) if cfg.pool == "mean" else s.max(-1).values
             pooled[:, idx] = p.double().cpu().numpy()
             for j, i in enumerate(idx):
                 per_token[i] = s[:, j].cpu().numpy()
     return pooled, per_token
-
-
-def _stop(setting: Setting) -> int | None:
-    """Blocks to run: none after the one holding the hook."""
-    from codec_cli.sources.models import stop_layer
-
-    return stop_layer(setting.hook)
 
 
 def threshold(calibration: np.ndarray, fpr: float) -> float:

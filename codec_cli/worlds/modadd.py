@@ -17,7 +17,6 @@ the p² pairs in a seeded order, so `--tokens p²` covers each exactly once.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -26,16 +25,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from codec_cli import config as configs
 from codec_cli.config import SAETrainConfig
-from codec_cli.errors import ArtifactError, BadParameter
+from codec_cli.errors import BadParameter
 from codec_cli.nn import sae as saes
 from codec_cli.sources import models
 from codec_cli.talk import info, progress
+from codec_cli.worlds import themes
 
 LANGUAGE = True
 """The model reads token ids (no BOS)."""
@@ -45,7 +43,6 @@ round_trip = None
 
 HOOK = "blocks.0.mlp.hook_post"
 """The MLP neurons, where the world's SAEs read."""
-WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 
 
 @dataclass(frozen=True)
@@ -192,33 +189,19 @@ def train_model(cfg: Config, on_epoch=None) -> tuple[HookedTransformer, pl.DataF
 
 
 def save_model(model: HookedTransformer, directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_FILE))
-    from codec_cli.worlds.themes import _config_to_json
-
-    (directory / CONFIG_FILE).write_text(json.dumps(_config_to_json(model.cfg), indent=2, sort_keys=True) + "\n")
+    themes.save_model(model, directory, tokenizer=False)
 
 
 def load_model(directory: str | Path, device: str = "cpu") -> HookedTransformer:
     """Read a model written by `save_model`, offline."""
-    directory = Path(directory)
-    for name in (WEIGHTS_FILE, CONFIG_FILE):
-        if not (directory / name).is_file():
-            raise ArtifactError(directory, f"no {name} here; not a modadd model directory")
-    try:
-        fields = json.loads((directory / CONFIG_FILE).read_text())
-        fields["dtype"] = getattr(torch, str(fields.get("dtype", "float32")).removeprefix("torch."))
-        config = HookedTransformerConfig(**{**fields, "device": device, "init_weights": False})
-    except (ValueError, TypeError, KeyError, AttributeError, AssertionError) as e:
-        raise ArtifactError(directory / CONFIG_FILE, f"not a valid HookedTransformerConfig ({e})") from None
-    model = HookedTransformer(config)
-    try:
-        model.load_state_dict(load_file(str(directory / WEIGHTS_FILE), device=device))
-    except (RuntimeError, OSError, SafetensorError) as e:
-        raise ArtifactError(directory / WEIGHTS_FILE, f"damaged, or weights that do not fit config.json "
-                                                      f"({str(e).splitlines()[0]})") from None
-    return model.eval()
+    return themes.load_model(directory, device, tokenizer=False)
+
+
+def neurons(model: HookedTransformer, p: int) -> torch.Tensor:
+    """[p², d_mlp] the MLP neurons at `=` on every input, a-major (grid's order)."""
+    with torch.no_grad():
+        _, cache = model.run_with_cache(grid(p), names_filter=[HOOK])
+    return cache[HOOK][:, POSITION]
 
 
 # --------------------------------------------------------------------------- the answer key

@@ -285,16 +285,18 @@ def _evaluate(model: HookedTransformer, cfg: ThemesModelConfig) -> tuple[float, 
     return total / cfg.eval_docs, floor / (cfg.eval_docs * (cfg.n_ctx - 1))
 
 
-def save_model(model: HookedTransformer, directory: str | Path) -> None:
-    """Write model.safetensors, config.json and tokenizer/ into `directory` (created if needed)."""
-    if model.tokenizer is None:
+def save_model(model: HookedTransformer, directory: str | Path, tokenizer: bool = True) -> None:
+    """Write model.safetensors, config.json and (unless `tokenizer` is False: a model that
+    reads no text, as modadd's) tokenizer/ into `directory` (created if needed)."""
+    if tokenizer and model.tokenizer is None:
         raise BadInput("this model has no tokenizer to save with it")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE))
     (directory / CONFIG_FILE).write_text(json.dumps(_config_to_json(model.cfg), indent=2, sort_keys=True) + "\n")
-    save_tokenizer(model.tokenizer, directory / TOKENIZER_DIR)
+    if tokenizer:
+        save_tokenizer(model.tokenizer, directory / TOKENIZER_DIR)
 
 
 def _config_to_json(config: HookedTransformerConfig) -> dict:
@@ -311,10 +313,10 @@ def _config_to_json(config: HookedTransformerConfig) -> dict:
     return out
 
 
-def load_model(directory: str | Path, device: str = "cpu") -> HookedTransformer:
-    """Read a model written by `save_model`, offline, onto `device`."""
+def load_model(directory: str | Path, device: str = "cpu", tokenizer: bool = True) -> HookedTransformer:
+    """Read a model written by `save_model` (with the same `tokenizer`), offline, onto `device`."""
     directory = Path(directory)
-    for name in (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_DIR):
+    for name in (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_DIR)[:3 if tokenizer else 2]:
         if not (directory / name).exists():
             raise ArtifactError(directory, f"no {name} here; not a themes model directory",
                                 hint="write one with codec_cli.worlds.themes.save_model")
@@ -329,7 +331,7 @@ def load_model(directory: str | Path, device: str = "cpu") -> HookedTransformer:
         config = HookedTransformerConfig(**{**fields, "device": device, "init_weights": False})
     except (ValueError, TypeError, KeyError, AttributeError, AssertionError) as e:
         raise ArtifactError(directory / CONFIG_FILE, f"not a valid HookedTransformerConfig ({e})") from None
-    model = _new_model(config, load_tokenizer(directory / TOKENIZER_DIR))
+    model = _new_model(config, load_tokenizer(directory / TOKENIZER_DIR) if tokenizer else None)
     try:
         model.load_state_dict(load_file(str(directory / WEIGHTS_FILE), device=device))
     except (RuntimeError, OSError, SafetensorError) as e:
