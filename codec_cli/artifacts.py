@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # numpy is imported where arrays are made: the CLI starts wit
 MANIFEST = "manifest.json"
 
 SCHEMA_VERSIONS = {"features": 1, "squeezer": 1, "analysis": 1, "world": 1, "sae": 1, "comparison": 1, "themes": 1,
-                   "steering": 1, "monitoring": 1}
+                   "steering": 1, "monitoring": 1, "sweep": 1}
 """The newest schema version of each kind that this codec writes and reads.
 Kinds not listed (a plugin's own) are at version 1."""
 

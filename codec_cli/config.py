@@ -187,6 +187,14 @@ def choices(tp: Any) -> tuple | None:
     return typing.get_args(tp) if typing.get_origin(tp) is Literal else None
 
 
+def check_ranks(cfg: Any) -> None:
+    """--shard and --of: both or neither, and the rank in [0, of)."""
+    if (cfg.shard is None) != (cfg.of is None):
+        raise BadParameter(("shard", "of"), "go together (this rank, of how many)", hint="e.g. --shard 0 --of 4")
+    if cfg.of is not None and not 0 <= cfg.shard < cfg.of:
+        raise BadParameter("shard", f"must be in [0, {cfg.of}), got {cfg.shard}")
+
+
 def check(cfg: Any, positive: tuple[str, ...] = (), at_least_zero: tuple[str, ...] = ()) -> None:
     """The checks every config needs: each `Literal` field holds one of its choices, each of
     `positive` is above 0 and each of `at_least_zero` is not negative, and both are finite
@@ -280,10 +288,7 @@ class ExtractConfig:
             raise BadParameter("mass", f"must be in (0, 1], got {self.mass}")
         if self.corpus and self.dataset:
             raise BadParameter(("corpus", "dataset"), "are two kinds of corpus: give one")
-        if (self.shard is None) != (self.of is None):
-            raise BadParameter(("shard", "of"), "go together (this rank, of how many)", hint="e.g. --shard 0 --of 4")
-        if self.of is not None and not 0 <= self.shard < self.of:
-            raise BadParameter("shard", f"must be in [0, {self.of}), got {self.shard}")
+        check_ranks(self)
 
     @property
     def reads_files(self) -> bool:
@@ -294,9 +299,9 @@ class ExtractConfig:
 @dataclass(frozen=True)
 class MergeConfig:
     parts: list[Path] = positional()
-    """The parts: the outputs of every rank of one extraction (--shard i --of n)."""
+    """The parts: the outputs of every rank of one extraction or sweep (--shard i --of n)."""
     out: Path = Path("features")
-    """Output directory: the joined features artifact."""
+    """Output directory: the joined features (or sweep) artifact."""
 
 
 @dataclass(frozen=True)
@@ -538,23 +543,43 @@ Strengths = str
 """`--sweep`: A:B:STEP (both ends included) or a list A,B,C (config.strengths)."""
 
 
+def _steps(spec: str) -> list[str]:
+    """"A:B:STEP" -> its values, both ends included, as text ("5:20:5" -> 5, 10, 15, 20; floats are
+    rounded to 10 digits, so 0.8:0.9:0.05 gives 0.85, not 0.8500000000000001); ValueError if malformed."""
+    a, b, step = spec.split(":")
+    whole = all(x.strip().lstrip("+-").isdigit() for x in (a, b, step))
+    lo, hi, by = (int(x) if whole else float(x) for x in (a, b, step))
+    if not by > 0 or hi < lo or (hi - lo) / by > 10_000:
+        raise ValueError
+    n = int(math.floor((hi - lo) / by + 1e-9)) + 1
+    return [str(lo + i * by) if whole else repr(round(lo + i * by, 10)) for i in range(n)]
+
+
 def strengths(spec: str) -> list[float]:
     """"0:1:0.25" -> [0, 0.25, 0.5, 0.75, 1]; "0,0.5,2" -> [0, 0.5, 2]: the strengths of a sweep."""
     try:
-        if ":" in spec:
-            a, b, step = (float(x) for x in spec.split(":"))
-            if not step > 0 or b < a or (b - a) / step > 10_000:
-                raise ValueError
-            n = int(math.floor((b - a) / step + 1e-9)) + 1
-            out = [round(a + i * step, 10) for i in range(n)]
-        else:
-            out = [float(x) for x in spec.split(",") if x.strip()]
+        out = [float(x) for x in (_steps(spec) if ":" in spec else spec.split(",")) if x.strip()]
     except ValueError:
         out = []
     if not out or not all(math.isfinite(x) for x in out) or len(set(out)) < len(out):
         raise BadParameter("sweep", f"takes A:B:STEP (e.g. 0:2:0.25) or distinct numbers separated by commas, "
                                     f"not {spec!r}")
     return out
+
+
+def grid_axis(item: str) -> tuple[str, list[str]]:
+    """"sparsity=0.8:0.99:0.01" or "seed=0,1,2" -> (key, its values as text): one axis of `--grid`."""
+    key, sep, spec = item.partition("=")
+    try:
+        values = [v.strip() for v in (_steps(spec) if ":" in spec else spec.split(",")) if v.strip()]
+    except ValueError:
+        values = []
+    if not sep or not key or not values or len(set(values)) < len(values):
+        raise BadParameter("grid", f"takes KEY=A:B:STEP or KEY=V1,V2,... with distinct values (e.g. "
+                                   f"sparsity=0.8:0.99:0.01, seed=0,1,2), not {item!r}")
+    if any("/" in v or v.startswith(".") for v in values):
+        raise BadParameter("grid", f"values name the cells' directories: no '/' or leading '.', in {item!r}")
+    return key, values
 
 
 @dataclass(frozen=True)
@@ -742,3 +767,51 @@ class SAERunConfig(SAETrainConfig):
         super().__post_init__()
         if self.seeds is not None:
             seed_list(self.seeds)
+
+
+SWEEP_SAES = ("relu", "topk")
+"""The SAE recipes `codec sweep --sae` knows (stages/sweep_cell.py, docs/sweep.md)."""
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """`codec sweep`: a world rebuilt and its SAEs retrained at every point of a grid."""
+
+    world: str = positional()
+    """The world to sweep: toy (the world whose true feature directions are known)."""
+    grid: list[str] = field(default_factory=list)
+    """An axis, KEY=A:B:STEP (both ends included) or KEY=V1,V2,… (repeatable): a world parameter, or
+    sae.KEY for a setting of every SAE (e.g. sae.l1_coefficient=0.003,0.01,0.03); the cells are every
+    combination."""
+    param: list[str] = field(default_factory=list, metadata={"short": ("-p",)})
+    """A world parameter held fixed in every cell, KEY=VALUE (repeatable); see docs/worlds.md."""
+    sae: list[str] = field(default_factory=list)
+    """An SAE recipe trained in every cell (repeatable): relu (ReLU + L1, seeds/002's recipe) or topk (the
+    world's own); default both."""
+    map: str | None = None
+    """The phase maps' axes, X,Y (default: the first two axes with more than one value)."""
+    jobs: int = 1
+    """Cells run side by side in this many processes (each on one thread)."""
+    shard: int | None = None
+    """This process's rank when one sweep is split over --of processes."""
+    of: int | None = None
+    """How many processes split the sweep (cell i goes to rank i mod n); `codec merge` joins the parts."""
+    out: Path = Path("sweep")
+    """Output directory; with --of, put {rank} in it (e.g. parts/{rank})."""
+    resume: bool = False
+    """Keep the cells already finished with the same settings, by an interrupted run or in the sweep at --out."""
+
+    def __post_init__(self):
+        check(self, positive=("jobs",))
+        check_ranks(self)
+        for item in self.grid:
+            grid_axis(item)
+        unknown = [s for s in self.sae if s not in SWEEP_SAES]
+        if unknown or len(set(self.sae)) < len(self.sae):
+            raise BadParameter("sae", f"takes distinct recipes among {', '.join(SWEEP_SAES)}, not "
+                                      f"{', '.join(unknown or self.sae)}")
+
+    @property
+    def saes(self) -> tuple[str, ...]:
+        """The recipes to train: those named, else all."""
+        return tuple(self.sae) or SWEEP_SAES

@@ -21,7 +21,6 @@ import difflib
 import io
 import itertools
 import json
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,6 +36,7 @@ from codec_cli.artifacts import ArtifactWriter, canonical_json, check_output
 from codec_cli.config import ExtractConfig
 from codec_cli.errors import BadInput
 from codec_cli.sources import models
+from codec_cli.stages.ranks import output, rank
 from codec_cli.sources.corpora import Window, context_windows, corpus_files, hub_documents, read_documents
 from codec_cli.sources.features import NEURONS, SHARD, SHARD_DIRS, TOKENS, Stats, shard_number
 from codec_cli.talk import info, progress
@@ -48,24 +48,6 @@ CHUNK = 256
 """Windows per world stream step; fixed, so that --batch-size does not change the data."""
 CALIBRATION_ROWS = 4096
 """Rows encoded to choose k when it is neither given nor the SAE's own."""
-
-
-def rank(cfg: ExtractConfig) -> tuple[int, int]:
-    """(this process's rank, how many ranks): --shard/--of, else torchrun's environment."""
-    if cfg.of is not None:
-        return cfg.shard, cfg.of
-    try:
-        size, index = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-    except ValueError:
-        raise BadInput("RANK and WORLD_SIZE must be integers") from None
-    return (index, size) if size > 1 else (0, 1)
-
-
-def output(cfg: ExtractConfig, index: int, ranks: int) -> Path:
-    text = str(cfg.out)
-    if ranks > 1 and "{rank}" not in text:
-        raise BadInput(f"{ranks} ranks would all write {text}", hint="put {rank} in --out, e.g. --out parts/{rank}")
-    return Path(text.replace("{rank}", str(index)))
 
 
 def model_kwargs(asked: list[str], sae_meta) -> dict:
@@ -375,7 +357,7 @@ def extract(cfg: ExtractConfig, model=None, sae=None) -> dict:
     `cfg.source` and `cfg.sae`; those then only name them in the manifest. A model
     passed in reads `cfg.corpus` or `cfg.dataset`, and runs where it already is."""
     index, ranks = rank(cfg)
-    out = output(cfg, index, ranks)
+    out = output(cfg.out, index, ranks)
     check_output(out, "features")
     given = model
     cfg, model, world, handle = open_all(cfg, model, sae)

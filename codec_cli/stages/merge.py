@@ -18,7 +18,12 @@ RANK_PARAMS = ("shard", "of", "out", "resume")
 @talk.reports
 def merge(parts: list[Path], out: Path) -> dict:
     """Join the parts of an extraction split over ranks into the artifact a single
-    process would have written (the same files, attributes and fingerprint)."""
+    process would have written (the same files, attributes and fingerprint); parts of a
+    sweep are joined by stages.sweep.merge."""
+    if parts and open_artifact(parts[0], ("features", "sweep")).kind == "sweep":
+        from codec_cli.stages.sweep import merge as merge_sweep
+
+        return merge_sweep(parts, out)
     check_output(out, "features")
     check_not_an_input(out, parts)
     arts = [open_artifact(p, "features") for p in parts]
