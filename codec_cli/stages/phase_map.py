@@ -8,6 +8,7 @@ with a cross and the count (k/n), and a panel is drawn per SAE. docs/sweep.md sh
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,11 +23,14 @@ class Metric:
     """Colour by log10 of the value."""
     span: tuple[float, float] | None = None
     """Fixed ends of the colour scale, where the metric has natural ones."""
+    chance: str | None = None
+    """The column holding the metric's chance level, quoted in the title."""
 
 
 MAPS = {
-    "procrustes": Metric("Procrustes similarity to the truth (chance-corrected)", True, span=(-0.25, 1)),
-    "best_cosine": Metric("best-match cosine to the truth", True, span=(0, 1)),
+    "procrustes": Metric("Procrustes similarity to the truth (chance-corrected: random directions score 0)", True,
+                         span=(-0.25, 1)),
+    "best_cosine": Metric("best-match cosine to the truth", True, span=(0, 1), chance="best_cosine_chance"),
     "dead_fraction": Metric("dead latents (share)", True, span=(0, 1)),
     "l0": Metric("L0 (latents active per sample)", True),
     "fvu": Metric("fraction of variance unexplained", True, span=(0, 1)),
@@ -76,7 +80,7 @@ def draw(table, metric: str, x: str, y: str | None, saes: list[str], others: lis
     stacked = np.concatenate([g.ravel() for g in grids])
     low, high = spec.span or (np.nanmin(stacked) if np.isfinite(stacked).any() else 0.0,
                               np.nanmax(stacked) if np.isfinite(stacked).any() else 1.0)
-    width = min(7.0, max(3.2, 1.2 + 0.36 * len(xs))) * len(panels) + 1.0
+    width = min(7.0, max(3.6, 1.2 + 0.36 * len(xs))) * len(panels) + 1.0
     height = min(7.0, max(3.0, 1.8 + 0.36 * len(ys)))
     fig, axes = plt.subplots(1, len(panels), figsize=(width, height), squeeze=False, layout="constrained")
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#d9d9d9")
@@ -84,12 +88,12 @@ def draw(table, metric: str, x: str, y: str | None, saes: list[str], others: lis
     for ax, sae, grid, mark in zip(axes[0], panels, grids, marks):
         image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap=cmap, vmin=low, vmax=high)
         for (j, i), text in mark.items():
-            ax.text(i, j, f"×\n{text}", ha="center", va="center", color="#d62728", fontsize=7, fontweight="bold")
+            ax.text(i, j, f"×\n{text}", ha="center", va="center", color="#d62728", fontsize=9, fontweight="bold")
         if annotate:
             for j in range(len(ys)):
                 for i in range(len(xs)):
                     if (j, i) not in mark and math.isfinite(grid[j, i]):
-                        ax.text(i, j, f"{grid[j, i]:.2f}", ha="center", va="center", fontsize=7,
+                        ax.text(i, j, f"{grid[j, i]:.2f}".replace("-0.00", "0.00"), ha="center", va="center", fontsize=7,
                                 color="white" if grid[j, i] < low + 0.5 * (high - low) else "black")
         every = max(1, math.ceil(len(xs) / 12))
         ax.set_xticks(range(0, len(xs), every), [_label(v) for v in xs[::every]], rotation=90 if len(xs) > 6 else 0)
@@ -101,6 +105,9 @@ def draw(table, metric: str, x: str, y: str | None, saes: list[str], others: lis
             ax.set_yticks([])
         ax.set_title(f"{sae} SAE" if spec.per_sae else "autoencoder", fontsize=9)
     fig.colorbar(image, ax=list(axes[0]), shrink=0.9)
-    fig.suptitle(spec.title + ("\n× k/n: the SAE failed in k of the square's n cells" if spec.per_sae else "")
-                 + (f"\n(mean over {', '.join(others)})" if others else ""), fontsize=9)
+    chance = _finite_mean(table[spec.chance].to_list()) if spec.chance else math.nan
+    lines = [spec.title + (f" (random directions: {chance:.2f} on average)" if math.isfinite(chance) else ""),
+             "× k/n: the SAE failed in k of the square's n cells" if spec.per_sae else "",
+             f"(mean over {', '.join(others)})" if others else ""]
+    fig.suptitle("\n".join(textwrap.fill(line, int(width * 12)) for line in lines if line), fontsize=9)
     return fig

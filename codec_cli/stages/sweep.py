@@ -19,6 +19,7 @@ joined sweep has the files a single process would have written.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from pathlib import Path
 
@@ -82,41 +83,57 @@ def map_axes(cfg: SweepConfig, axes: dict[str, list]) -> tuple[str | None, str |
     return (varied + [None, None])[0], (varied + [None, None])[1]
 
 
-def _one_thread() -> None:
-    """A pool worker's start: cells are computed on one thread, as they are without a pool."""
+def _worker_start() -> None:
+    """A pool worker's start: cells are computed on one thread, as they are without a pool, and the
+    worker dies with the sweep (Linux), so that a killed sweep leaves no worker writing a cell that
+    the resumed run is writing too."""
+    import ctypes
+    import signal
+
     import torch
 
     torch.set_num_threads(1)
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: a worker finishes its cell after the parent is gone
+        pass
 
 
-def _run(cell: Cell, path: Path) -> list[dict]:
-    """One cell on one thread; a failure comes back as one CodecError line naming the cell."""
+def _run(cells: list[Cell], root: Path) -> list[tuple[Cell, list[dict]]]:
+    """Cells that share the world's parameters (they differ in sae.* axes only), on one thread: the
+    world is built once and copied into the others. A failure is one CodecError line naming the cell."""
     from codec_cli.sources.models import torch_threads
 
-    try:
-        with torch_threads(1):
-            return sweep_cell.run(cell, path)
-    except Exception as e:  # raised in a worker, re-raised in the parent: plain text travels safely
-        hint = getattr(e, "hint", None)
-        raise CodecError(f"cell {cell.name}: {type(e).__name__}: {e}", hint=hint) from None
+    done, world = [], None
+    for cell in cells:
+        try:
+            with torch_threads(1):
+                done.append((cell, sweep_cell.run(cell, root / cell.name, world)))
+        except Exception as e:  # raised in a worker, re-raised in the parent: plain text travels safely
+            raise CodecError(f"cell {cell.name}: {type(e).__name__}: {e}", hint=getattr(e, "hint", None)) from None
+        world = root / cell.name / "world"
+    return done
 
 
 def _run_all(cells: list[Cell], root: Path, jobs: int):
     """(cell, rows) as each cell finishes: in this process, or in a pool of `jobs` processes."""
-    if jobs == 1 or len(cells) <= 1:
-        for cell in cells:
-            yield cell, _run(cell, root / cell.name)
+    groups: dict[str, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(json.dumps(cell.params, sort_keys=True), []).append(cell)
+    if jobs == 1 or len(groups) <= 1:
+        for group in groups.values():
+            yield from _run(group, root)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # spawn, not fork: a forked child of a process that has started torch's thread pools can hang.
-    with ProcessPoolExecutor(min(jobs, len(cells)), mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_one_thread) as pool:
-        futures = {pool.submit(_run, cell, root / cell.name): cell for cell in cells}
+    with ProcessPoolExecutor(min(jobs, len(groups)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_start) as pool:
+        futures = [pool.submit(_run, group, root) for group in groups.values()]
         try:
             for future in as_completed(futures):
-                yield futures[future], future.result()
+                yield from future.result()
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
@@ -258,6 +275,7 @@ def merge(parts: list[Path], out: Path) -> dict:
                     cell_rows = a.json(name)["rows"]
                     rows[cell_rows[0]["index"]] = cell_rows
         x, y = attrs["map"]
-        summary = finish(w, [r for i in sorted(rows) for r in rows[i]], attrs["world"], attrs["axes"],
-                         attrs["saes"], x, y)
+        order = [config.grid_axis(item)[0].replace("-", "_") for item in params["grid"]]  # JSON sorted attrs.axes
+        axes = {k: attrs["axes"][k] for k in order}
+        summary = finish(w, [r for i in sorted(rows) for r in rows[i]], attrs["world"], axes, attrs["saes"], x, y)
     return {"out": str(out), "parts": len(arts), **summary}

@@ -85,8 +85,10 @@ def _inside(path: Path):
         os.chdir(before)
 
 
-def run(cell: Cell, path: Path) -> list[dict]:
-    """Build, train and measure `cell` into the directory `path` (made afresh); its rows."""
+def run(cell: Cell, path: Path, world: Path | None = None) -> list[dict]:
+    """Build, train and measure `cell` into the directory `path` (made afresh); its rows. `world`:
+    a finished cell's world built with the same parameters, copied rather than rebuilt (the same
+    bytes: a build is deterministic on one machine)."""
     import shutil
 
     from codec_cli.stages.train_sae import train_sae
@@ -94,7 +96,10 @@ def run(cell: Cell, path: Path) -> list[dict]:
     shutil.rmtree(path, ignore_errors=True)  # what an unfinished run of this cell left
     path.mkdir(parents=True)
     with talk.reporting(log=lambda message: None, progress=talk.no_bar):
-        worlds.build(cell.world, path / "world", cell.params)
+        if world is None:
+            worlds.build(cell.world, path / "world", cell.params)
+        else:
+            shutil.copytree(world, path / "world")
         with _inside(path):
             for label, settings in cell.saes.items():
                 train_sae(SAERunConfig(source="world", out=Path(f"sae-{label}"), **settings))
