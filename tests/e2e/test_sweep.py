@@ -98,17 +98,19 @@ def test_pool_resume_and_shards_write_the_same_sweep(tmp_path):
     assert not (killed / "manifest.json").exists()
     done = {p.parent.name for p in partial.glob("*/cell.json")}
     assert done, "the sweep was killed before it finished a cell"
-    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
+    codec("sweep", "toy", *GRID, *SMALL, "--resume", "--out", killed)
     assert open_artifact(killed, "sweep").fingerprint == whole.fingerprint
 
-    # And a finished sweep grown by one seed keeps its cells and trains the new ones only.
-    grown = subprocess.run([sys.executable, "-m", "codec_cli", "sweep", "toy", "--grid", "sparsity=0.85,0.95",
-                            "--grid", "seed=0,1,2", *SMALL, "--resume", "--out", str(one)],
-                           capture_output=True, text=True)
-    assert grown.returncode == 0, grown.stderr
-    assert "4 of 6 cells are finished with these settings, kept" in grown.stderr
+    # And a finished sweep grown by one seed keeps its four cells and runs the two new ones.
+    from codec_cli.config import SweepConfig
+    from codec_cli.stages.sweep import sweep
+
+    said = []
+    sweep(SweepConfig("toy", grid=["sparsity=0.85,0.95", "seed=0,1,2"], param=list(SMALL[1::2]), resume=True,
+                      out=one), log=said.append)
+    assert "sweep: 4 of 6 cells are finished with these settings, kept" in said
     assert pl.read_parquet(one / "cells.parquet").height == 12
+    assert tree(one / "cells" / "sparsity=0.85,seed=1") == tree(pool / "cells" / "sparsity=0.85,seed=1")
 
 
 def test_an_sae_that_finds_the_truth_and_a_decoder_that_knows_nothing(tmp_path):
