@@ -8,6 +8,7 @@ from pathlib import Path
 from codec_cli import talk
 from codec_cli.artifacts import ArtifactWriter, check_not_an_input, check_output, open_artifact
 from codec_cli.errors import BadInput
+from codec_cli.stages.ranks import check_parts
 from codec_cli.sources.features import NEURONS, SHARD, TOKENS, Stats, shard_number
 
 
@@ -27,18 +28,7 @@ def merge(parts: list[Path], out: Path) -> dict:
     check_output(out, "features")
     check_not_an_input(out, parts)
     arts = [open_artifact(p, "features") for p in parts]
-    if not arts:
-        raise BadInput("no parts to merge", hint="e.g. codec merge parts/* --out features")
-    for a in arts:
-        if not a.attrs.get("part"):
-            raise BadInput(f"{a.path} is a whole extraction, not a part of one (made with --shard/--of)")
-    of = arts[0].attrs["part"]["of"]
-    ranks = sorted(a.attrs["part"]["index"] for a in arts)
-    if ranks != list(range(of)) or any(a.attrs["part"]["of"] != of for a in arts):
-        missing = sorted(set(range(of)) - set(ranks))
-        raise BadInput(f"the parts should be ranks 0..{of - 1} once each, got {ranks}"
-                       + (f" (missing {', '.join(map(str, missing))})" if missing else ""),
-                       hint="pass every part of the one extraction")
+    check_parts(arts, "extraction")
 
     # The attrs that summarise the rows differ between parts and are recomputed on joining.
     # Derived here, not at import, which would load numpy on every `codec` start.

@@ -26,3 +26,20 @@ def output(out: Path, index: int, ranks: int) -> Path:
     if ranks > 1 and "{rank}" not in text:
         raise BadInput(f"{ranks} ranks would all write {text}", hint="put {rank} in --out, e.g. --out parts/{rank}")
     return Path(text.replace("{rank}", str(index)))
+
+
+def check_parts(arts: list, whole: str) -> None:
+    """Refuse parts that are not every rank of one split run once each; `whole` names the run
+    ("extraction", "sweep") in the messages."""
+    if not arts:
+        raise BadInput("no parts to merge", hint="e.g. codec merge parts/* --out OUT")
+    for a in arts:
+        if not a.attrs.get("part"):
+            raise BadInput(f"{a.path} is a whole {whole}, not a part of one (made with --shard/--of)")
+    of = arts[0].attrs["part"]["of"]
+    ranks = sorted(a.attrs["part"]["index"] for a in arts)
+    if ranks != list(range(of)) or any(a.attrs["part"]["of"] != of for a in arts):
+        missing = sorted(set(range(of)) - set(ranks))
+        raise BadInput(f"the parts should be ranks 0..{of - 1} once each, got {ranks}"
+                       + (f" (missing {', '.join(map(str, missing))})" if missing else ""),
+                       hint=f"pass every part of the one {whole}")

@@ -28,7 +28,7 @@ from codec_cli.artifacts import ArtifactWriter, check_not_an_input, check_output
 from codec_cli.config import SweepConfig
 from codec_cli.errors import BadInput, CodecError
 from codec_cli.stages import sweep_cell
-from codec_cli.stages.ranks import output, rank
+from codec_cli.stages.ranks import check_parts, output, rank
 from codec_cli.stages.sweep_cell import CELL, Cell
 from codec_cli.talk import info
 
@@ -246,16 +246,7 @@ def merge(parts: list[Path], out: Path) -> dict:
     check_output(out, "sweep")
     check_not_an_input(out, parts)
     arts = [open_artifact(p, "sweep") for p in parts]
-    for a in arts:
-        if not a.attrs.get("part"):
-            raise BadInput(f"{a.path} is a whole sweep, not a part of one (made with --shard/--of)")
-    of = arts[0].attrs["part"]["of"]
-    ranks = sorted(a.attrs["part"]["index"] for a in arts)
-    if ranks != list(range(of)) or any(a.attrs["part"]["of"] != of for a in arts):
-        missing = sorted(set(range(of)) - set(ranks))
-        raise BadInput(f"the parts should be ranks 0..{of - 1} once each, got {ranks}"
-                       + (f" (missing {', '.join(map(str, missing))})" if missing else ""),
-                       hint="pass every part of the one sweep")
+    check_parts(arts, "sweep")
 
     def setting(a):
         return ({k: v for k, v in a.manifest["params"].items() if k not in RANK_PARAMS},
