@@ -43,16 +43,17 @@ def test_its_key_frequencies_carry_the_embedding_and_the_logits(world):
 
 def test_the_first_epochs_of_a_rebuild_follow_the_shipped_curve(tmp_path, world):
     """A rebuild replays the shipped run: its first 100 epochs (the learning rate has no decay,
-    so they are the same epochs) within 1e-3 relative of the shipped curve; a full rebuild takes
-    about ten minutes (docs/worlds.md)."""
+    so they are the same epochs) follow the shipped curve, within 1e-3 relative at epoch 50 and
+    2e-2 at epoch 100, as other CPUs' kernels' rounding grows through training (an AVX2 machine
+    drifted 4e-3 by epoch 100); a full rebuild takes about ten minutes (docs/worlds.md)."""
     codec("world", "build", "modadd", "-p", "epochs=100", "-p", "sae_steps=1", "-p", "sae_seeds=0",
           "--out", tmp_path / "w")
     mine = pl.read_parquet(tmp_path / "w/curve.parquet")
     shipped = pl.read_parquet(world.path / "curve.parquet").filter(pl.col("epoch") <= 100)
     assert mine["epoch"].to_list() == shipped["epoch"].to_list() == [50, 100]
     for col in ("train_loss", "test_loss"):
-        for a, b in zip(mine[col], shipped[col]):
-            assert a == pytest.approx(b, rel=1e-3)
+        for a, b, rel in zip(mine[col], shipped[col], (1e-3, 2e-2)):
+            assert a == pytest.approx(b, rel=rel)
 
 
 @pytest.fixture(scope="module")
