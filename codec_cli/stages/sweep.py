@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import shutil
 from pathlib import Path
 
 from codec_cli import config, talk, worlds
@@ -150,7 +151,8 @@ def sweep(cfg: SweepConfig) -> dict:
     mine = [c for c in cells if c.index % ranks == index]
     if not mine:
         raise BadInput(f"rank {index} of {ranks} has no cell: the grid has {len(cells)}", hint="use fewer ranks")
-    attrs = {"world": cfg.world, "axes": axes, "saes": list(cfg.saes), "cells": len(cells), "map": [x, y],
+    # A list of [axis, values], not a mapping: manifests sort their keys, and the grid's order is the table's.
+    attrs = {"world": cfg.world, "axes": [[k, v] for k, v in axes.items()], "saes": list(cfg.saes), "cells": len(cells), "map": [x, y],
              "part": {"index": index, "of": ranks} if ranks > 1 else None}
     with ArtifactWriter(out, "sweep", command="codec sweep", params=config.to_dict(cfg), attrs=attrs,
                         resume=cfg.resume, resumable=f"cells/*/{CELL}") as w:
@@ -178,8 +180,6 @@ def _kept(cells: list[Cell], w: ArtifactWriter, out: Path) -> dict[int, list[dic
         here = w.path / "cells" / cell.name
         done = sweep_cell.finished(cell, here)
         if done is None and before is not None and sweep_cell.finished(cell, out / "cells" / cell.name) is not None:
-            import shutil
-
             shutil.rmtree(here, ignore_errors=True)
             for name in before.files(f"cells/{cell.name}/"):
                 w.write_bytes(name, before.read_bytes(name))
@@ -266,7 +266,6 @@ def merge(parts: list[Path], out: Path) -> dict:
                     cell_rows = a.json(name)["rows"]
                     rows[cell_rows[0]["index"]] = cell_rows
         x, y = attrs["map"]
-        order = [config.grid_axis(item)[0].replace("-", "_") for item in params["grid"]]  # JSON sorted attrs.axes
-        axes = {k: attrs["axes"][k] for k in order}
-        summary = finish(w, [r for i in sorted(rows) for r in rows[i]], attrs["world"], axes, attrs["saes"], x, y)
+        summary = finish(w, [r for i in sorted(rows) for r in rows[i]], attrs["world"], dict(attrs["axes"]),
+                         attrs["saes"], x, y)
     return {"out": str(out), "parts": len(arts), **summary}

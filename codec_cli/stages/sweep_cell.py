@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,6 @@ def run(cell: Cell, path: Path, world: Path | None = None) -> list[dict]:
     """Build, train and measure `cell` into the directory `path` (made afresh); its rows. `world`:
     a finished cell's world built with the same parameters, copied rather than rebuilt (the same
     bytes: a build is deterministic on one machine)."""
-    import shutil
-
     from codec_cli.stages.train_sae import train_sae
 
     shutil.rmtree(path, ignore_errors=True)  # what an unfinished run of this cell left
