@@ -815,3 +815,39 @@ class SweepConfig:
     def saes(self) -> tuple[str, ...]:
         """The recipes to train: those named, else all."""
         return tuple(self.sae) or SWEEP_SAES
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """`codec report`: every artifact under some directories on one offline HTML page."""
+
+    dirs: list[Path] = positional()
+    """Directories to search for artifacts (each a directory with a manifest.json, found at any depth)."""
+    out: Path = Path("report.html")
+    """The HTML file to write (one self-contained file; figures embedded)."""
+    rows: int = 20
+    """Rows of each table shown (the whole table sorts by any column)."""
+    cards: int = 200
+    """At most this many feature cards per features artifact: the ids the tables name first, then the most
+    frequent."""
+    examples: int = 8
+    """Top-activating contexts on each feature's or neuron's card."""
+
+    def __post_init__(self):
+        check(self, positive=("rows", "examples"), at_least_zero=("cards",))
+
+
+@dataclass(frozen=True)
+class ShowConfig:
+    """`codec show`: a feature's (or synthetic neuron's, or theme's) card in the terminal."""
+
+    artifact: Path = positional()
+    """A features artifact (then ID is a feature), a squeezer (a synthetic neuron; its features must still be
+    where it was squeezed from) or a themes artifact (a theme)."""
+    id: int = positional()
+    """The feature, neuron or theme to show."""
+    examples: int = 8
+    """Top-activating contexts to print."""
+
+    def __post_init__(self):
+        check(self, positive=("examples",))

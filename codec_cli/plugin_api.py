@@ -23,9 +23,8 @@ from codec_cli.errors import BadInput, PluginError
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["CODEC_API_VERSION", "Analysis", "Context", "NoParams", "NotApplicable", "Result", "held_out",
-           "require_codec",
-           "validate"]
+__all__ = ["CODEC_API_VERSION", "QUESTIONS", "Analysis", "Context", "Headline", "NoParams", "NotApplicable", "Result",
+           "Section", "held_out", "require_codec", "validate"]
 
 
 class NotApplicable(Exception):
@@ -66,6 +65,56 @@ class Result:
     """Name -> matplotlib Figure (written to NAME.png) or bytes (NAME must carry its extension)."""
 
 
+QUESTIONS = {
+    "faithfulness": "How faithfully does the Squeezer keep the SAE's features?",
+    "polysemanticity": "How many features does a synthetic neuron carry?",
+    "or-gates": "Do roommates avoid each other (OR-gates) more than chance?",
+    "geometry": "Which geometry did the features take?",
+    "tax": "What does superposition cost (the superposition tax)?",
+    "themes": "Which themes are there, and how do neurons carry them?",
+    "steering": "Does steering by a theme move the model, and can themes be monitored?",
+    "neurons": "Do the synthetic neurons match the model's real ones?",
+    "stability": "How stable are the dictionaries across seeds?",
+    "sweep": "Where do SAEs fail to find the true features?",
+}
+"""The research questions the first section of `codec report` answers, in its order, by the key
+a `Section.question` names. A plugin may name a question of its own (any other string): it is
+asked after these."""
+
+
+@dataclass
+class Headline:
+    """One number of a report, beside its chance baseline where one exists."""
+
+    label: str
+    """What the number is, e.g. "OR-gate correlation"."""
+    value: Any
+    """The number (or a short string); None shows as "unknown"."""
+    baseline: Any = None
+    """Its chance level, measured with the same rule on a null that holds none of the items under
+    test; None where no baseline exists."""
+    against: str = ""
+    """What the baseline is, e.g. "shuffled co-occurrence"."""
+
+
+@dataclass
+class Section:
+    """What an artifact shows in `codec report`: the return value of a plugin's `report`."""
+
+    answer: str = ""
+    """One line answering `question`, shown in the report's first section beside a link to this one."""
+    question: str | None = None
+    """A key of QUESTIONS (or a question of the plugin's own) that `answer` answers."""
+    headline: list[Headline] = field(default_factory=list)
+    """The numbers that matter, each beside its baseline."""
+    text: str = ""
+    """A paragraph of plain text: how to read the numbers and figures."""
+    figures: list[str] | None = None
+    """Files of the artifact to show as figures (PNG or SVG), in order; None shows every one."""
+    tables: list[str] | None = None
+    """Parquet tables of the artifact to show (their first rows, sortable), in order; None shows every one."""
+
+
 class Analysis(Protocol):
     """An analysis plugin: the object, or the class instantiated without arguments, that
     an entry point in the group `codec.analyses` names.
@@ -93,6 +142,10 @@ class Analysis(Protocol):
     def run(self, ctx: Context) -> Result:  # pragma: no cover - the plugin's job
         """Do the analysis on `ctx.inputs` with `ctx.params`."""
         raise NotImplementedError
+
+    # Optional: `report(self, artifact: Artifact) -> Section`, given the analysis artifact that `run`
+    # wrote (opened read-only), says what `codec report` shows of it. Without it the report shows
+    # the summary's numbers, every figure and every table.
 
 
 def _kinds(plugin: Any, attr: str, who: str) -> None:
@@ -155,6 +208,9 @@ def validate(plugin: Any, name: str, who: str | None = None, package: str | None
         _params(plugin, who)
     if not callable(getattr(plugin, "run", None)):
         raise PluginError(f"{who} has no run(context) method")
+    if hasattr(plugin, "report") and not callable(plugin.report):
+        raise PluginError(f"{who}: report is {plugin.report!r}; it should be a method report(artifact) -> Section, "
+                          "or left out")
 
 
 HELD_OUT_PARAMS = ("k", "batch_size", "buffer_rows", "eval_rows", "seed")

@@ -22,8 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from codec_cli.errors import BadInput
-from codec_cli.plugin_api import Analysis, Context, NotApplicable, Result
-from codec_plugins.packing import refuse_unless
+from codec_cli.plugin_api import Analysis, Context, Headline, NotApplicable, Result, Section
+from codec_plugins.packing import g, refuse_unless
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,30 @@ class Fourier(Analysis):
     requires = ("world",)
     optional = ("features", "squeezer")
     Params = Params
+
+    def report(self, art) -> Section:
+        s = art.json("summary.json")
+        head, said = [Headline("W_E energy on the key frequencies", s.get("key_energy_share"))], []
+        for part in ("neurons", "latents", "synthetic_neurons"):
+            x = s.get(part)
+            if not isinstance(x, dict):
+                continue
+            name = part.replace("_", " ")
+            head += [Headline(f"{name}: mean Fourier overlap", x.get("mean_overlap"), x.get("shuffled_residues"),
+                              "the same patterns, residues shuffled"),
+                     Headline(f"{name}: mean Fourier overlap", x.get("mean_overlap"), x.get("random_directions"),
+                              "random directions in the neuron space"),
+                     Headline(f"{name}: share on a key frequency", x.get("on_key_frequency"))]
+            said.append(f"{name} overlap {g(x.get('mean_overlap'))} (residues shuffled {g(x.get('shuffled_residues'))})")
+        keys = ", ".join(map(str, s.get("key_frequencies") or []))
+        found = (s.get("neurons") or {}).get("key_frequencies_found")
+        return Section(
+            question="geometry",
+            answer=f"Fourier circles at key frequencies {keys}" + (f" (the neurons name {', '.join(map(str, found))})"
+                                                                    if found else "") + "; " + "; ".join(said),
+            headline=head, text=f"Modular addition mod {s.get('p')}: a pattern's share of energy at one frequency "
+                                "(Nanda et al. 2023); docs/analyses.md.",
+            tables=["neurons.parquet", "latents.parquet", "spectrum.parquet"])
 
     def run(self, ctx: Context) -> Result:
         import numpy as np

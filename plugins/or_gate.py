@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from codec_cli.plugin_api import Analysis, Context, Result
-from codec_plugins.packing import Roommates, refuse_unless
+from codec_cli.plugin_api import Analysis, Context, Headline, Result, Section
+from codec_plugins.packing import Roommates, g, refuse_unless
 
 MIN_BIN = 10
 """Features per frequency bin at the least: a bin must leave room to draw outside a neuron's roommates."""
@@ -212,6 +212,32 @@ class OrGate(Analysis):
     api_version = 1
     requires = ("squeezer", "features")
     Params = Params
+
+    def report(self, art) -> Section:
+        s = art.json("summary.json")
+        t, m = s.get("independence_test") or {}, s.get("map_vs_cooccurrence") or {}
+        null, pairs = "null neurons (same-frequency features from outside)", "frequency-matched random pairs"
+        return Section(
+            question="or-gates",
+            answer=f"{s.get('or_gate_neurons')} of {s.get('polysemantic_neurons')} polysemantic neurons are OR-gates "
+                   f"(prevalence {g(s.get('prevalence'))}, null {g(s.get('prevalence_chance'))}); roommates' "
+                   f"co-occurrence effect {g(t.get('effect'))} (0 = like random pairs)",
+            headline=[Headline("OR-gate prevalence", s.get("prevalence"), s.get("prevalence_chance"), null),
+                      Headline("mean OR-gate degree", s.get("mean_degree"), s.get("mean_degree_chance"), null),
+                      Headline("exclusive share of roommate pairs", s.get("exclusive_share"),
+                               s.get("exclusive_share_chance"), pairs),
+                      Headline("median lift of roommate pairs", t.get("median_lift"), t.get("median_lift_random"),
+                               pairs),
+                      Headline("mean co-activation of roommate pairs", t.get("mean_coactivation"),
+                               t.get("mean_coactivation_random"), pairs),
+                      Headline("effect (roommates co-occur less: > 0)", t.get("effect"), 0.0, "no difference"),
+                      Headline("Spearman: map entry vs lift", m.get("spearman"), 0.0, "no relation"),
+                      Headline("roommate share of represented pairs", (s.get("selectivity") or {}).get(
+                          "roommate_pair_share"))],
+            text=f"Basis: {s.get('basis')}. Units: {s.get('units')} (window {s.get('window')}); "
+                 f"{s.get('pairs')} roommate pairs. A share of represented pairs above 1/2 means sharing a neuron "
+                 "selects little (docs/analyses.md).",
+            tables=["neurons.parquet", "pairs.parquet"])
 
     def run(self, ctx: Context) -> Result:
         import numpy as np

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from codec_cli.plugin_api import Analysis, Context, Result
-from codec_plugins.packing import Roommates, refuse_unless
+from codec_cli.plugin_api import Analysis, Context, Headline, Result, Section
+from codec_plugins.packing import Roommates, g, refuse_unless
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,23 @@ class Polysemanticity(Analysis):
     api_version = 1
     requires = ("squeezer",)
     Params = Params
+
+    def report(self, art) -> Section:
+        s, c = art.json("summary.json"), art.json("summary.json").get("chance", {})
+        what = c.get("what", "random rotations")
+        return Section(
+            question="polysemanticity",
+            answer=f"{g(s.get('features_per_neuron'))} features per neuron against {g(c.get('features_per_neuron'))} "
+                   f"in random bases; {g(s.get('monosemantic_share'))} of carrying neurons monosemantic",
+            headline=[Headline("features per carrying neuron", s.get("features_per_neuron"),
+                               c.get("features_per_neuron"), what),
+                      Headline("neurons per represented feature", s.get("neurons_per_feature"),
+                               c.get("neurons_per_feature"), what),
+                      Headline("monosemantic share", s.get("monosemantic_share"), c.get("monosemantic_share"), what),
+                      Headline("carrying neurons", s.get("carrying_neurons")),
+                      Headline("represented features", s.get("represented_features"))],
+            text=f"Basis: {s.get('basis')}. A neuron carries a feature by the roommate rule (docs/analyses.md).",
+            tables=["neurons.parquet", "members.parquet"])
 
     def run(self, ctx: Context) -> Result:
         import numpy as np

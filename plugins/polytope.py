@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from codec_cli.plugin_api import Analysis, Context, Result
+from codec_cli.plugin_api import Analysis, Context, Headline, Result, Section
 from codec_plugins.packing import refuse_unless
 
 REFERENCE = (("1", 1.0), ("3/4", 3 / 4), ("2/3", 2 / 3), ("1/2", 1 / 2), ("2/5", 2 / 5), ("3/8", 3 / 8))
@@ -358,6 +358,26 @@ class Polytope(Analysis):
     optional = ("features",)
     Params = Params
 
+    def report(self, art) -> Section:
+        s = art.json("summary.json")
+        named = s.get("named") or {}
+        circles = s.get("circles") or []
+        found = ", ".join(f"{n} × {k}" for k, n in named.items()) or "no group"
+        rings = "; ".join(f"{c['label']} circle {_fmt(c['score'])} (random groups {_fmt(c['chance'])}, p {_fmt(c['p'])})"
+                          for c in circles)
+        head = [Headline("mean feature dimensionality D", s.get("mean_D"), s.get("mean_D_chance"),
+                         "random Gaussian codes of the same norms"),
+                Headline("edge share", s.get("edge_share"), s.get("edge_share_chance"), "random directions in M dimensions"),
+                Headline("dimensions per feature", s.get("dimensions_per_feature")),
+                Headline("represented features", s.get("represented")), Headline("groups", s.get("groups"))]
+        head += [Headline(f"{c['label']}: circle score", c.get("score"), c.get("chance"), "random groups")
+                 for c in circles]
+        head += [Headline(f"{c['label']}: order", c.get("order"), c.get("order_chance"), "positions shuffled")
+                 for c in circles]
+        return Section(question="geometry", answer=f"{found}" + (f"; {rings}" if rings else ""), headline=head,
+                       text="D = ‖W_i‖⁴ / Σ_j (W_i·W_j)²; the dotted fractions are regular polytopes' (docs/analyses.md).",
+                       tables=["groups.parquet", "circles.parquet", "features.parquet"])
+
     def run(self, ctx: Context) -> Result:
         import numpy as np
         import polars as pl
@@ -479,10 +499,12 @@ class Polytope(Analysis):
             features = features.with_columns(D_col=pl.Series(D_col, nan_to_null=True))
         figures = {"dimensionality": dimensionality_figure(Drep, D_chance, None if D_col is None else D_col[rep])}
         drawn = [row for row in groups if 2 <= row["size"] <= 16][:FIGURE_GROUPS]
+        names = point_names(ctx.inputs.get("features"), [f for r in drawn for f in r["members"]]
+                            + [f for c in circles for f in c["members"]])
         if drawn:
-            figures["groups"] = groups_figure(drawn, pk.W_enc)
+            figures["groups"] = groups_figure(drawn, pk.W_enc, names)
         if circles:
-            figures["circles"] = circles_figure(circles, pk.W_enc, p.group_by)
+            figures["circles"] = circles_figure(circles, pk.W_enc, p.group_by, names)
         group_schema, circle_schema, angle_schema = schemas()
         return Result(summary=summary, figures=figures,
                       tables={"features": features, "groups": pl.DataFrame(groups, schema=group_schema),
@@ -559,7 +581,16 @@ def plane(V, centre: bool):
     return P if P.shape[1] == 2 else np.c_[P, np.zeros(len(P))]
 
 
-def groups_figure(rows, W):
+def point_names(features, ids) -> dict[int, str]:
+    """Each drawn feature's name on a figure: its id and the token it fires on most ("f140 april"),
+    or the id alone when no features artifact with tokens was given."""
+    from codec_cli.stages.cards import top_tokens
+
+    tokens = top_tokens(features, sorted(set(ids))) if features is not None and ids else {}
+    return {int(f): f"f{f} {tokens[f]}" if tokens.get(f) else f"f{f}" for f in ids}
+
+
+def groups_figure(rows, W, names: dict[int, str]):
     from matplotlib.figure import Figure
 
     cols = min(4, len(rows))
@@ -570,7 +601,7 @@ def groups_figure(rows, W):
         P = plane(unit(W[row["members"]]), centre=False)
         for (x, y), f in zip(P, row["members"]):
             ax.plot([0, x], [0, y], color="tab:blue", linewidth=1)
-            ax.annotate(f"f{f}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=8)
+            ax.annotate(names.get(f, f"f{f}"), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=8)
         ax.scatter(P[:, 0], P[:, 1], color="tab:blue", s=16, zorder=3)
         ax.scatter([0], [0], color="black", marker="+")
         ax.set(xlim=(-1.3, 1.3), ylim=(-1.3, 1.3), aspect="equal", xticks=[], yticks=[])
@@ -582,7 +613,7 @@ def groups_figure(rows, W):
     return fig
 
 
-def circles_figure(circles, W, group_by: str):
+def circles_figure(circles, W, group_by: str, names: dict[int, str]):
     import numpy as np
     from matplotlib.figure import Figure
 
@@ -595,7 +626,8 @@ def circles_figure(circles, W, group_by: str):
         ax.scatter(P[:, 0], P[:, 1], c=np.asarray(c["positions"]) / c["period"], cmap="twilight", vmin=0, vmax=1,
                    s=30, zorder=3, edgecolors="0.2", linewidths=0.5)
         for (x, y), pos, f in zip(P, c["positions"], c["members"]):
-            ax.annotate(f"{pos:.1f} (f{f})", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+            ax.annotate(f"{pos:.1f} ({names.get(f, f'f{f}')})", (x, y), textcoords="offset points", xytext=(3, 3),
+                        fontsize=7)
         ax.set(aspect="equal", xticks=[], yticks=[])
         ax.margins(0.15)
         ax.set_title(f"{group_by} {c['label']}: {c['size']} features\ncircle score {c['score']:.2f}; "

@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from codec_cli.errors import BadInput
-from codec_cli.plugin_api import Analysis, Context, NotApplicable, Result
-from codec_plugins.packing import refuse_unless
+from codec_cli.plugin_api import Analysis, Context, Headline, NotApplicable, Result, Section
+from codec_plugins.packing import g, refuse_unless
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,26 @@ class Stability(Analysis):
     api_version = 1
     requires = ("comparison", "world")
     Params = Params
+
+    def report(self, art) -> Section:
+        s = art.json("summary.json")
+        shuffled = s.get("baseline") or "the stable label shuffled among the live latents"
+        return Section(
+            question="stability",
+            answer=f"{s.get('stable')} of {s.get('live')} live latents of {s.get('dictionary')} are found by all "
+                   f"{s.get('dictionaries')}; their Fourier overlap is {g(s.get('overlap_stable'))} against "
+                   f"{g(s.get('overlap_unstable'))} for the others (gap {g(s.get('overlap_gap'))}, shuffled "
+                   f"{g(s.get('overlap_gap_chance'))}, p {g(s.get('p'))})",
+            headline=[Headline("stable latents", s.get("stable")), Headline("live latents", s.get("live")),
+                      Headline("overlap gap (stable − unstable)", s.get("overlap_gap"), s.get("overlap_gap_chance"),
+                               shuffled),
+                      Headline("p", s.get("p")),
+                      Headline("stable: share on a key frequency", s.get("on_key_stable"), s.get("on_key_unstable"),
+                               "the unstable latents"),
+                      Headline("Spearman: matched cosine vs overlap", s.get("spearman_cosine_overlap"), 0.0,
+                               "no relation")],
+            text="Which latents converge across seeds, and are they the Fourier ones? docs/analyses.md.",
+            tables=["latents.parquet"])
 
     def run(self, ctx: Context) -> Result:
         import numpy as np

@@ -11,7 +11,8 @@ ratio of the two losses says whether superposition pays; the parts say why.
 
 from __future__ import annotations
 
-from codec_cli.plugin_api import Analysis, Context, Result, held_out
+from codec_cli.plugin_api import Analysis, Context, Headline, Result, Section, held_out
+from codec_plugins.packing import g
 
 
 def held_out_moments(features, squeezer, scale):
@@ -35,6 +36,24 @@ class SuperpositionTax(Analysis):
     name = "superposition-tax"
     api_version = 1
     requires = ("squeezer", "features")
+
+    def report(self, art) -> Section:
+        s = art.json("summary.json")
+        q, mono = s.get("squeezer") or {}, s.get("monosemantic") or {}
+        mono_is = f"{mono.get('represented')} monosemantic neurons (the most important features, no interference)"
+        return Section(
+            question="tax",
+            answer=f"loss {g(q.get('loss'))} = omission {g(q.get('omission'))} + interference "
+                   f"{g(q.get('interference'))}, against {g(mono.get('loss'))} one feature per neuron "
+                   f"(ratio {g(s.get('ratio'))})",
+            headline=[Headline("Squeezer loss", q.get("loss"), mono.get("loss"), mono_is),
+                      Headline("omission", q.get("omission"), q.get("omission_floor"), "the omission floor"),
+                      Headline("interference", q.get("interference"), mono.get("interference"), mono_is),
+                      Headline("loss ratio (Squeezer / monosemantic)", s.get("ratio"), 1.0, "no gain from superposition"),
+                      Headline("features per neuron", q.get("features_per_neuron"), mono.get("features_per_neuron"),
+                               mono_is)],
+            text="The tax splits the held-out loss into what the Squeezer leaves out (omission) and what its "
+                 "features cost each other (interference); docs/analyses.md.")
 
     def run(self, ctx: Context) -> Result:
         import numpy as np

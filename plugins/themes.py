@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from codec_cli.errors import BadInput
-from codec_cli.plugin_api import Analysis, Context, Result
-from codec_plugins.packing import Roommates, refuse_unless
+from codec_cli.plugin_api import Analysis, Context, Headline, Result, Section
+from codec_plugins.packing import Roommates, g, refuse_unless
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,24 @@ class Themes(Analysis):
     api_version = 1
     requires = ("squeezer", "themes")
     Params = Params
+
+    def report(self, art) -> Section:
+        s = art.json("summary.json")
+        ent, pairs = s.get("entropy") or {}, s.get("same_theme_pairs") or {}
+        shuffled = s.get("chance") or "theme labels shuffled among the carried atoms"
+        return Section(
+            question="themes",
+            answer=f"a neuron's atoms span {g(ent.get('mean'))} bits of themes against {g(ent.get('chance'))} with "
+                   f"labels shuffled (p purer {g(ent.get('p_purer'))}); same-theme roommate pairs "
+                   f"{g(pairs.get('ratio'))}× chance",
+            headline=[Headline("theme entropy per neuron (bits)", ent.get("mean"), ent.get("chance"), shuffled),
+                      Headline("same-theme roommate pairs", pairs.get("observed"), pairs.get("chance"), shuffled),
+                      Headline("p (together)", pairs.get("p_together")), Headline("p (apart)", pairs.get("p_apart")),
+                      Headline("purity", s.get("purity")), Headline("carried atoms", s.get("carried_atoms")),
+                      Headline("themed atoms", s.get("themed_atoms")), Headline("themes", s.get("themes"))],
+            text=f"The neural atlas: which themes each synthetic neuron carries. Basis: {s.get('basis')}. "
+                 "docs/cluster.md.",
+            tables=["neurons.parquet", "themes.parquet"])
 
     def run(self, ctx: Context) -> Result:
         import numpy as np
