@@ -219,7 +219,7 @@ def neuron_cards(squeezer: Artifact, features: Artifact, n: int = 8,
     histogram of its positive activations."""
     import numpy as np
 
-    M = int(squeezer.attrs["n_neurons"])
+    M = int(squeezer.tensors("weights.safetensors")["W_enc"].shape[1])
     top = np.zeros(M, np.float32)
     for _, h in neuron_activations(squeezer, features):  # a first pass for each neuron's range
         np.maximum(top, h.max(0), out=top)
@@ -246,9 +246,10 @@ def drivers(squeezer: Artifact, n: int = 8) -> dict[int, list[tuple[int, float]]
     w = squeezer.tensors("weights.safetensors")
     W = w["W_enc"].astype(np.float64)
     scale = w["scale"].astype(np.float64) if "scale" in w else np.ones(W.shape[0])
-    t = squeezer.table("features.parquet", ["feature", "mean"])
-    mean = np.zeros(W.shape[0])
-    mean[t["feature"].to_numpy()] = t["mean"].fill_null(0).to_numpy()
+    mean = np.ones(W.shape[0])  # a squeezer written by hand may not say: a unit input each
+    t = squeezer.table("features.parquet", ["feature"])
+    if "mean" in t.columns:
+        mean[t["feature"].to_numpy()] = t["mean"].fill_null(0).to_numpy()
     drive = W * (mean / scale)[:, None]
     out = {}
     for m in range(W.shape[1]):
@@ -304,7 +305,7 @@ def show(cfg) -> dict:
         return {**out, "card": "feature", **_card_dict(feature_cards(art, [cfg.id], n=cfg.examples)[cfg.id])}
     features = _features_of(art)
     if art.kind == "squeezer":
-        M = int(art.attrs["n_neurons"])
+        M = int(art.tensors("weights.safetensors")["W_enc"].shape[1])
         if not 0 <= cfg.id < M:
             raise BadInput(f"{art.path}: no neuron {cfg.id}; its neurons are 0 to {M - 1}")
         card = neuron_cards(art, features, n=cfg.examples)[cfg.id]
