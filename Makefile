@@ -20,42 +20,11 @@ $(STAMP): pyproject.toml tests/example_plugin/pyproject.toml tests/example_plugi
 	$(BIN)/python -m pip install --quiet ./tests/example_plugin
 	touch $(STAMP)
 
-# The demo rebuilds the toy world from scratch, trains an SAE on the shipped themes
-# language model, extracts the themes world's SAE features (with its MLP neurons) and
-# squeezes them into 32 synthetic neurons twice: linear neurons for the geometry
-# (polytope, superposition-tax) and ReLU neurons, whose basis is privileged, for the
-# neuron-level analyses (polysemanticity, or-gate; docs/analyses.md). Then the resid0 SAE's
-# atoms are clustered into themes by the documents they fire in, and the atlas reads how a
-# ReLU Squeezer of the same features spread those themes over its neurons (docs/cluster.md).
-# Last, the model is steered towards one topic's theme and another topic's theme is clamped
-# away, each beside its single atom and random baselines, and all eight topics are
-# monitored (docs/steer.md). And on the modadd world, the Fourier structure of its neurons,
-# its SAE's latents, and which latents converge across the SAE's three seeds (docs/analyses.md).
+# The whole loop on the themes world, as the Makefile of real targets in examples/Makefile
+# (docs/report.md): extract, squeeze, analyze, cluster, steer, monitor, compare, and one HTML
+# report of it all, demo/report.html. Re-running it re-runs only what changed.
 demo: $(STAMP)
-	$(BIN)/codec world list
-	$(BIN)/codec world build toy --out demo/toy
-	$(BIN)/codec sae train themes --steps 500 --seeds 0,1,2 --out demo/sae-seeds
-	$(BIN)/codec compare dictionaries demo/sae-seeds/seed-0 demo/sae-seeds/seed-1 demo/sae-seeds/seed-2 --out demo/comparison-seeds
-	$(BIN)/codec extract themes --tokens 100000 --neurons blocks.0.mlp.hook_post --out demo/features
-	$(BIN)/codec squeeze demo/features --m 32 --k 8 --epochs 20 --rescale max --out demo/squeezer
-	$(BIN)/codec squeeze demo/features --m 32 --k 8 --epochs 20 --rescale max --neuron-act relu --out demo/squeezer-relu
-	$(BIN)/codec analyze demo/squeezer demo/features -P polytope,superposition-tax --out demo/analysis
-	$(BIN)/codec analyze demo/squeezer-relu demo/features -P polysemanticity,or-gate --out demo/analysis-relu
-	$(BIN)/codec extract themes --sae mlp0 --tokens 100000 --neurons blocks.0.mlp.hook_post --out demo/features-mlp0
-	$(BIN)/codec squeeze demo/features-mlp0 --m 256 --k 16 --epochs 10 --rescale max --neuron-act relu --out demo/squeezer-mlp0
-	$(BIN)/codec compare neurons demo/squeezer-mlp0 --out demo/comparison
-	$(BIN)/codec extract themes --sae resid0 --tokens 100000 --out demo/features-resid0
-	$(BIN)/codec cluster demo/features-resid0 --embed coactivation --window 0 --out demo/themes
-	$(BIN)/codec squeeze demo/features-resid0 --m 32 --k 4 --epochs 20 --rescale max --neuron-act relu --out demo/squeezer-resid0
-	$(BIN)/codec analyze demo/squeezer-resid0 demo/themes -P themes --out demo/analysis-themes
-	$(BIN)/codec steer themes --themes demo/themes --theme telescope --sweep 0:0.4:0.1 --out demo/steering
-	$(BIN)/codec steer themes --themes demo/themes --theme flour --method clamp --sweep -1:0:0.5 --out demo/steering-clamp
-	$(BIN)/codec monitor themes --themes demo/themes --theme flour --theme anchor --theme telescope --theme piano \
-		--theme doctor --theme stadium --theme hedge --theme stock --out demo/monitoring
-	$(BIN)/codec extract modadd --tokens 3481 --out demo/features-modadd
-	$(BIN)/codec analyze demo/features-modadd -P fourier --out demo/analysis-modadd
-	$(BIN)/codec compare dictionaries modadd:mlp modadd:mlp-s1 modadd:mlp-s2 --out demo/comparison-modadd
-	$(BIN)/codec analyze demo/comparison-modadd -P stability --out demo/analysis-modadd
+	$(MAKE) -f examples/Makefile CODEC=$(BIN)/codec OUT=demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

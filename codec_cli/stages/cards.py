@@ -143,7 +143,7 @@ class Contexts:
     def example(self, row: int, value: float) -> Example:
         facts = {}
         if row < self.table.height:
-            facts = {c: v for c in self.facts if (v := self.table[c][row]) is not None}
+            facts = {c: v for c, v in self.table.row(row, named=True).items() if c in self.facts and v is not None}
         if not self.language or row >= len(self.tokens):
             return Example(row, value, facts=facts)
         lo, hi = max(row - BEFORE, 0), min(row + AFTER + 1, len(self.tokens))

@@ -105,7 +105,7 @@ def comparison(art: Artifact) -> Section:
                            "null neurons")],
         text=f"{s.get('synthetic_neurons')} synthetic against {s.get('real_neurons')} real neurons at "
              f"{s.get('real_hook')}, on {s.get('rows')} {s.get('rows_compared')} rows; docs/compare.md.",
-        tables=["matches.parquet", "roommates.parquet"])
+        tables=["matches.parquet"])  # roommates.parquet mixes real and synthetic neurons: not card ids
 
 
 def dictionaries(art: Artifact, s: dict) -> Section:
@@ -199,17 +199,24 @@ def monitoring(art: Artifact) -> Section:
 
 def sweep(art: Artifact) -> Section:
     s = art.json("summary.json")
+    cells = art.table("cells.parquet", ["sae"])
     head, said = [], []
-    for recipe, o in (s.get("overall") or {}).items():
-        head += [Headline(f"{recipe}: failed cells", o.get("failed"), None), Headline(f"{recipe}: cells", o.get("cells"))]
-        for key, chance in (("best_cosine", "best_cosine_chance"), ("procrustes", None)):
-            if key in o:
-                head.append(Headline(f"{recipe}: {key}", o.get(key), o.get(chance) if chance else 0.0,
-                                     "random directions" if chance else "chance-corrected: 0 is chance"))
-        said.append(f"{recipe} failed {o.get('failed')} of {o.get('cells')} cells")
+    for recipe in s.get("saes") or []:
+        o = _get(s, "overall", recipe) or {}
+        mine = cells.filter(cells["sae"] == recipe)
+        chance = mine["best_cosine_chance"].mean() if "best_cosine_chance" in mine.columns else None
+        head += [Headline(f"{recipe}: failed cells", o.get("failed")), Headline(f"{recipe}: cells", o.get("cells")),
+                 Headline(f"{recipe}: best-match cosine to the truth", o.get("best_cosine"), chance,
+                          "as many random unit directions"),
+                 Headline(f"{recipe}: Procrustes similarity (chance-corrected)", o.get("procrustes"), 0.0,
+                          "random directions' fit"),
+                 Headline(f"{recipe}: dead latents", o.get("dead"))]
+        said.append(f"{recipe} failed in {o.get('failed')} of {o.get('cells')} cells (best-match cosine "
+                    f"{g(o.get('best_cosine'))}, random {g(chance)})")
+    axes = ", ".join(str(a) for a, _ in art.attrs.get("axes") or [])
     return Section(question="sweep", answer="; ".join(said), headline=head,
-                   text=f"Axes: {', '.join(a for a, _ in art.attrs.get('axes') or [])} (docs/sweep.md).",
-                   tables=["cells.parquet"])
+                   text=f"The {s.get('world')} world over {axes}; a cell fails when its SAE has no live latent or an FVU above 0.99 "
+                        "(docs/sweep.md).", tables=["cells.parquet"])
 
 
 SECTIONS: dict[str, Callable[[Artifact], Section]] = {

@@ -56,3 +56,17 @@ def test_its_params_refuse_a_bad_value_before_anything_runs(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "feature-frequency: -p min_count=-1: a count cannot be negative" in done.stderr
     assert not (tmp_path / "an").exists()
+
+
+def test_its_report_hook_puts_a_section_in_the_report(tmp_path):
+    """A third party's analysis appears in `codec report` through its own hook: its question in
+    the first section, linked to its section, and its table's ids linked to feature cards."""
+    write_features(tmp_path / "run/features", d_sae=40, k=4)
+    assert codec("analyze", tmp_path / "run/features", "-P", "feature-frequency", "--out",
+                 tmp_path / "run/an").returncode == 0
+    done = codec("report", tmp_path / "run", "--out", tmp_path / "report.html")
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "report.html").read_text()
+    assert "<b>How many features are alive?</b>" in page
+    assert '40 features fire at least min_count times <a href="#a-an_feature_frequency">' in page
+    assert '<a href="#feature-features-0">0</a>' in page and 'id="feature-features-0"' in page

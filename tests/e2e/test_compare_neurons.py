@@ -50,6 +50,17 @@ def test_a_trained_squeezer_finds_the_models_own_neurons(dense) -> None:
     assert s["p_value"] == s["p_value_random"] == pytest.approx(1 / 51)
 
 
+def test_the_report_answers_whether_synthetic_neurons_match_real_ones(dense, tmp_path) -> None:
+    """Features, squeezer and comparison on one page: the answer beside both its baselines, and a
+    card per synthetic neuron (the toy world has no tokens: a row shows its true features)."""
+    root, s = dense
+    report = codec("report", root, "--out", tmp_path / "report.html")
+    assert {"neurons", "faithfulness"} <= set(report["answered"]) and report["cards"]["neurons"] == N_HIDDEN
+    page = (tmp_path / "report.html").read_text()
+    assert f"matched correlation {s['matched_correlation']:.3g} against {s['chance']['random']['mean']:.3g}" in page
+    assert 'id="neuron-squeezer-0"' in page and "active [" in page
+
+
 def test_shuffled_tokens_score_within_noise_of_zero(dense) -> None:
     _, s = dense
     shuffled = s["chance"]["shuffled"]

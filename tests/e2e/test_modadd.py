@@ -108,6 +108,21 @@ def test_stability_of_the_three_seeds_latents(tmp_path):
     latents = pl.read_parquet(tmp_path / "a/stability/latents.parquet")
     stable = latents.filter(pl.col("stable"))
     assert stable["live"].all() and (stable["mean_cosine"] >= 0.7).all() and len(stable) == s["stable"]
+    # The report reads the comparison and the analysis of it: stability answered twice, each with its baseline.
+    report = codec("report", tmp_path, "--out", tmp_path / "report.html")
+    assert report["answered"] == ["stability"] and report["artifacts"] == 2
+    page = (tmp_path / "report.html").read_text()
+    assert f"{s['stable']} of {s['live']} live latents of modadd:mlp are found by all 3" in page
+    assert "against" in page and "for random dictionaries" in page
+
+
+def test_the_report_reads_the_fourier_analysis_as_geometry(analysed):
+    root, summary = analysed
+    report = codec("report", root, "--out", root / "report.html")
+    assert "geometry" in report["answered"] and report["cards"]["features"] > 0
+    page = (root / "report.html").read_text()
+    keys = ", ".join(map(str, summary["key_frequencies"]))
+    assert f"Fourier circles at key frequencies {keys}" in page
 
 
 def test_fourier_is_skipped_on_another_world_unless_asked_for(cli, tmp_path):

@@ -155,6 +155,11 @@ def test_an_sae_that_dies_is_marked_failed(tmp_path):
     assert dead["fvu"] > 0.99 and dead["alive"] <= 1 and dead["procrustes"] is None
     assert result["failed_cells"] == {"relu": ["sae.l1_coefficient=1000"]}
     assert result["by_axis"]["sae.l1_coefficient"]["1000.0"]["relu"]["failed"] == 1
+    # The report answers "where do SAEs fail?" from the sweep, and reads none of its cells' artifacts apart.
+    page = tmp_path / "report.html"
+    summary = codec("report", tmp_path, "--out", page)
+    assert summary["artifacts"] == 1 and summary["answered"] == ["sweep"]
+    assert "relu failed in 1 of 2 cells" in page.read_text()
 
 
 SEED_002 = DOCS / "seed-002.parquet"

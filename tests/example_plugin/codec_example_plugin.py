@@ -1,13 +1,14 @@
 """An example codec analysis plugin, packaged the way a third party would.
 
 It counts how often each SAE feature fires in a `features` artifact and reports
-the firing frequency, the mean activation when firing, and the mean L0.
+the firing frequency, the mean activation when firing, and the mean L0; its `report`
+hook puts its answer and table into `codec report`'s page.
 """
 
 from dataclasses import dataclass
 
 from codec_cli.errors import BadInput
-from codec_cli.plugin_api import Analysis, Context, Result
+from codec_cli.plugin_api import Analysis, Context, Headline, Result, Section
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,15 @@ class FeatureFrequency(Analysis):
     api_version = 1
     requires = ("features",)
     Params = Params
+
+    def report(self, artifact) -> Section:
+        """What `codec report` shows of this plugin's artifact: an answer to a question of its own,
+        a number, and its table (whose `feature` column links to each feature's card)."""
+        s = artifact.json("summary.json")
+        return Section(question="How many features are alive?",
+                       answer=f"{s['n_alive']} features fire at least min_count times",
+                       headline=[Headline("mean L0", s["mean_l0"]), Headline("alive features", s["n_alive"])],
+                       tables=["frequency.parquet"])
 
     def run(self, ctx: Context) -> Result:
         import numpy as np  # heavy imports belong inside run()
