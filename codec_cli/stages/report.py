@@ -72,7 +72,7 @@ class Entry:
 def find(dirs: list[Path]) -> tuple[list[Entry], list[tuple[str, str]]]:
     """Every artifact under `dirs` (not inside another artifact: a sweep's cells are its own),
     opened, with the ones that cannot be read as (path, why)."""
-    seen, entries, broken = set(), [], []
+    seen, names, entries, broken = set(), set(), [], []
     for top in dirs:
         if not top.is_dir():
             raise BadInput(f"{top}: no such directory" if not top.exists() else f"{top}: not a directory",
@@ -88,6 +88,9 @@ def find(dirs: list[Path]) -> tuple[list[Entry], list[tuple[str, str]]]:
                 continue
             seen.add(path.resolve())
             name = path.relative_to(base).as_posix() if path != base else path.name
+            if name in names:  # the same layout under two of the directories: name them in full
+                name = path.as_posix()
+            names.add(name)
             try:
                 entries.append(Entry(open_artifact(path), name))
             except CodecError as e:
@@ -105,7 +108,9 @@ def plugin_section(art: Artifact, log: Callable[[str], None]) -> Section:
     from codec_cli import registry
 
     name = art.attrs.get("plugin", "?")
-    fallback = Section(headline=summary_numbers(art))
+    fallback = Section(headline=summary_numbers(art),
+                       text=f"The plugin {name} gives no report of its own here (no report hook, or not installed): "
+                            "its summary's numbers, every figure and every table.")
     try:
         info = next((p for p in registry.discover() if p.name == name), None)
         plugin = registry.load(info) if info else None

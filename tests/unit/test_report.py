@@ -284,3 +284,12 @@ def test_show_prints_a_neurons_card_through_its_features(tmp_path, cli) -> None:
     assert "[[dog]]" not in result.stdout
     result = cli("show", sq, 2)
     assert result.exit_code == 2 and "no neuron 2" in result.stderr
+
+
+def test_the_same_layout_under_two_directories_keeps_both_apart(tmp_path, cli) -> None:
+    token_features(tmp_path / "a/features", seed=0)
+    token_features(tmp_path / "b/features", seed=1)
+    result = cli("report", tmp_path / "a", tmp_path / "b", "--out", tmp_path / "r.html", "--json")
+    assert json.loads(result.stdout)["artifacts"] == 2
+    ids = re.findall(r'<section class="artifact" id="([^"]+)"', (tmp_path / "r.html").read_text())
+    assert len(ids) == len(set(ids)) == 2
