@@ -28,7 +28,7 @@ overflow:hidden;text-overflow:ellipsis}
 th{background:#f3f3f3;position:sticky;top:0}th.sort{cursor:pointer}th.sort:after{content:" \\2195";color:#aaa}
 td.t,th.t{text-align:left}table.answers{width:100%}
 table.answers td{white-space:normal;text-align:left;vertical-align:top;max-width:none}
-table.nums td:first-child{text-align:left}
+table.nums td:first-child{text-align:left}table.nums td.t{white-space:normal;max-width:560px}
 .fig{display:inline-block;margin:6px 8px 6px 0;vertical-align:top}.fig img{max-width:100%;border:1px solid #eee}
 .figs{display:flex;flex-wrap:wrap}.figs .fig{max-width:100%}.fig figcaption{font-size:12px;color:#666}
 details{margin:4px 0}summary{cursor:pointer;color:#444}

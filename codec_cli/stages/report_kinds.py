@@ -95,7 +95,8 @@ def comparison(art: Artifact) -> Section:
         headline=[Headline("matched correlation", s.get("matched_correlation"), rand, init),
                   Headline("matched correlation", s.get("matched_correlation"), shuf, shuffled),
                   Headline("ceiling (the real neurons' own code)", s.get("ceiling")),
-                  Headline("p (against random-init)", s.get("p_value")),
+                  Headline("p, against shuffled tokens", s.get("p_value")),
+                  Headline("p, against a random-init Squeezer", s.get("p_value_random")),
                   Headline("roommate Jaccard", room.get("jaccard"), room.get("jaccard_chance"), "random pairing"),
                   Headline("roommate Jaccard", room.get("jaccard"), room.get("jaccard_random_squeezer"),
                            "a random-init Squeezer"),
@@ -117,7 +118,8 @@ def dictionaries(art: Artifact, s: dict) -> Section:
     for p in s.get("pairs") or []:
         pair = f"{p.get('a')} ~ {p.get('b')}"
         head += [Headline(f"{pair}: MCC", p.get("mcc"), _get(p, "chance_random", "mcc"), rand),
-                 Headline(f"{pair}: MMCS", p.get("mmcs"), p.get("extreme_value"), "sqrt(2 ln F / d)")]
+                 Headline(f"{pair}: MMCS", p.get("mmcs"), _get(p, "chance_random", "mmcs"), rand),
+                 Headline(f"{pair}: sqrt(2 ln F / d), the extreme-value level", p.get("extreme_value"))]
     return Section(
         question="stability",
         answer=f"PW-MCC {g(s.get('pw_mcc'))} against {g(s.get('pw_mcc_chance_random'))} for random dictionaries "
