@@ -180,7 +180,7 @@ def feature_cards(features: Artifact, ids: Iterable[int] | None = None, n: int =
         f, v = idx[ok].astype(np.int64), val[ok]
         r = (np.nonzero(ok)[0] + offset).astype(np.int64)
         scale = np.where(top[f] > 0, top[f], 1.0)
-        np.add.at(hist, (f, np.minimum((v / scale * BINS).astype(np.int64), BINS - 1)), 1)
+        np.add.at(hist, (f, np.clip((v / scale * BINS).astype(np.int64), 0, BINS - 1)), 1)
         best.add(f, v, r)
         offset += idx.shape[0]
     contexts = contexts or Contexts(features)
@@ -229,7 +229,7 @@ def neuron_cards(squeezer: Artifact, features: Artifact, n: int = 8,
         pick = np.argsort(-h, axis=0, kind="stable")[:n]  # [n, M]
         best.add(np.repeat(np.arange(M)[None], len(pick), 0).ravel(), h[pick, np.arange(M)].ravel().astype(np.float64),
                  (pick + first).ravel())
-        bins = np.minimum((h / np.where(top > 0, top, 1.0) * BINS).astype(np.int64), BINS - 1)
+        bins = np.clip((h / np.where(top > 0, top, 1.0) * BINS).astype(np.int64), 0, BINS - 1)
         for m in np.nonzero(top > 0)[0]:
             hist[m] += np.bincount(bins[h[:, m] > 0, m], minlength=BINS)
         rows = first + len(h)
