@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 from codec_cli.errors import BadInput
 from codec_cli.plugin_api import Analysis, Context, Headline, NotApplicable, Result, Section
-from codec_plugins.packing import g, refuse_unless
+from codec_cli.stages.html import short as g
+from codec_plugins.packing import refuse_unless
 
 
 @dataclass(frozen=True)

@@ -120,10 +120,6 @@ def open_packing(squeezer) -> Packing:
                    mse=feats["mse"].to_numpy().astype(np.float64))
 
 
-def g(x) -> str:
-    """A number for a sentence of a report: three significant digits, or 'unknown'."""
-    return "unknown" if x is None else f"{x:.3g}"
-
 
 def refuse_unless(ok: bool, plugin: str, key: str, value, rule: str) -> None:
     """A parameter check for a plugin's Params.__post_init__: filling Params happens before

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from codec_cli.plugin_api import Analysis, Context, Headline, Result, Section
-from codec_plugins.packing import Roommates, g, refuse_unless
+from codec_cli.stages.html import short as g
+from codec_plugins.packing import Roommates, refuse_unless
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ ratio of the two losses says whether superposition pays; the parts say why.
 from __future__ import annotations
 
 from codec_cli.plugin_api import Analysis, Context, Headline, Result, Section, held_out
-from codec_plugins.packing import g
+from codec_cli.stages.html import short as g
 
 
 def held_out_moments(features, squeezer, scale):

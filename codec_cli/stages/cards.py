@@ -76,6 +76,11 @@ class Card:
         seen = collections.Counter(e.tokens[e.at].strip() or e.tokens[e.at] for e in self.examples if e.tokens)
         return [t for t, _ in seen.most_common(n)]
 
+    @property
+    def token(self) -> str:
+        """The one token it fires on most often ('' without tokens): what links and figures name it by."""
+        return (self.top_tokens(1) or [""])[0]
+
 
 class _Top:
     """The running top-n rows of every id, merged shard by shard."""
@@ -262,7 +267,7 @@ def top_tokens(features: Artifact, ids: Iterable[int]) -> dict[int, str]:
     """The token each feature fires on most often among its top rows ('' for an artifact without
     tokens): what figures label points with."""
     cards = feature_cards(features, ids, n=16)
-    return {i: (c.top_tokens(1) or [""])[0] for i, c in cards.items()}
+    return {i: c.token for i, c in cards.items()}
 
 
 def sparkline_of(histogram: list[int]) -> str:

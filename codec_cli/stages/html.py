@@ -77,6 +77,11 @@ def number(value: Any) -> str:
     return str(value)
 
 
+def short(value: Any) -> str:
+    """A number inside a sentence: three significant digits, 'unknown' for None, anything else as is."""
+    return "unknown" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def anchor(*parts: Any) -> str:
     """An element id made of `parts`, safe in HTML and in a URL fragment."""
     return "-".join("".join(c if c.isalnum() else "_" for c in str(p)) for p in parts)

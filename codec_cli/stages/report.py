@@ -63,6 +63,8 @@ class Entry:
     """Its path relative to the directory it was found under, as the page names it."""
     section: Section = field(default_factory=Section)
     error: str = ""
+    tables: dict[str, Any] = field(default_factory=dict)
+    """The tables its section shows, read once: name -> DataFrame, or why it could not be read."""
 
     @property
     def id(self) -> str:
@@ -103,8 +105,9 @@ def find(dirs: list[Path]) -> tuple[list[Entry], list[tuple[str, str]]]:
     return entries, broken
 
 
-def plugin_section(art: Artifact, log: Callable[[str], None]) -> Section:
-    """An analysis artifact's section: its plugin's `report`, or everything it holds."""
+def plugin_section(art: Artifact, plugins: dict[str, Any], log: Callable[[str], None]) -> Section:
+    """An analysis artifact's section: its plugin's `report` (`plugins`: registry.discover() by name),
+    or everything it holds."""
     from codec_cli import registry
 
     name = art.attrs.get("plugin", "?")
@@ -112,8 +115,7 @@ def plugin_section(art: Artifact, log: Callable[[str], None]) -> Section:
                        text=f"The plugin {name} gives no report of its own here (no report hook, or not installed): "
                             "its summary's numbers, every figure and every table.")
     try:
-        info = next((p for p in registry.discover() if p.name == name), None)
-        plugin = registry.load(info) if info else None
+        plugin = registry.load(plugins[name]) if name in plugins else None
     except CodecError as e:
         log(f"report: {e}")
         return fallback
@@ -126,7 +128,7 @@ def plugin_section(art: Artifact, log: Callable[[str], None]) -> Section:
 
 
 def summary_numbers(art: Artifact, limit: int = 24) -> list[Headline]:
-    """The summary's numbers, flattened, each beside a `chance` twin where the summary has one:
+    """The summary's top-level numbers, each beside a `chance` twin where the summary has one:
     the fallback for an artifact whose plugin says nothing about its report."""
     name = next((n for n in ("summary.json", "metrics.json") if n in art.manifest["files"]), None)
     if name is None:
@@ -229,13 +231,22 @@ def shown_tables(e: Entry) -> list[str]:
     return s.tables if s.tables is not None else [n for n in e.art.files() if n.endswith(".parquet") and "/" not in n]
 
 
-def tables_html(e: Entry, names: list[str], rows: int, linker: Linker) -> str:
+def read_tables(e: Entry) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in shown_tables(e):
+        if name in e.art.manifest["files"]:
+            try:
+                out[name] = e.art.table(name)
+            except CodecError as err:  # damaged: its place in the section says so
+                out[name] = str(err)
+    return out
+
+
+def tables_html(e: Entry, rows: int, linker: Linker) -> str:
     out = []
-    for name in names:
-        try:
-            df = e.art.table(name)
-        except CodecError as err:
-            out.append(f"<p class=fail>{esc(name)}: {esc(err)}</p>")
+    for name, df in e.tables.items():
+        if isinstance(df, str):
+            out.append(f"<p class=fail>{esc(name)}: {esc(df)}</p>")
             continue
         cols = [c for c in df.columns][:14]
         body = html.table(cols, df.head(rows).select(cols).to_dicts(), linker.links(e, cols))
@@ -254,7 +265,6 @@ def figures_html(e: Entry, names: list[str]) -> str:
 def section_html(e: Entry, rows: int, linker: Linker) -> str:
     s = e.section
     figures = s.figures if s.figures is not None else [n for n in e.art.files() if "/" not in n]
-    tables = [n for n in shown_tables(e) if n in e.art.manifest["files"]]
     what = e.art.kind + (f" · {e.art.attrs.get('plugin')}" if e.art.kind == "analysis" else "")
     parts = [f'<section class="artifact" id="{e.id}"><h2>{esc(e.name)} <span class=sub>{esc(what)}</span></h2>',
              provenance(e, linker.by_fp)]
@@ -263,7 +273,7 @@ def section_html(e: Entry, rows: int, linker: Linker) -> str:
     if s.answer:
         parts.append(f"<p><b>{esc(s.answer)}</b></p>")
     parts += [headline_table(s.headline), f"<p>{esc(s.text)}</p>" if s.text else "", figures_html(e, figures),
-              tables_html(e, tables, rows, linker), "</section>"]
+              tables_html(e, rows, linker), "</section>"]
     return "\n".join(p for p in parts if p)
 
 
@@ -285,6 +295,7 @@ def answers_html(entries: list[Entry]) -> str:
 @talk.reports
 def report(cfg: ReportConfig) -> dict:
     """Write the report of every artifact under `cfg.dirs` to `cfg.out`; returns a summary."""
+    from codec_cli import registry
     from codec_cli.stages import report_cards, report_kinds
 
     log = talk.info
@@ -296,11 +307,16 @@ def report(cfg: ReportConfig) -> dict:
     entries, broken = find([Path(d) for d in cfg.dirs])
     for name, why in broken:
         log(f"report: skipping {name}: {why}")
+    try:
+        plugins = {p.name: p for p in registry.discover()}
+    except CodecError as err:  # e.g. CODEC_LOAD_PLUGINS naming nothing: the analyses still show all they hold
+        log(f"report: {err}")
+        plugins = {}
     failed = []
     for e in entries:
         try:
             make = report_kinds.SECTIONS.get(e.art.kind)
-            e.section = make(e.art) if make else (plugin_section(e.art, log) if e.art.kind == "analysis"
+            e.section = make(e.art) if make else (plugin_section(e.art, plugins, log) if e.art.kind == "analysis"
                                                   else Section(headline=summary_numbers(e.art)))
         except Exception as err:  # one artifact's (or plugin's) failure must not cost the whole page
             e.error = f"its report failed: {type(err).__name__}: {err}"
@@ -309,11 +325,10 @@ def report(cfg: ReportConfig) -> dict:
             log(f"report: {e.name}: {e.error}")
     linker = Linker(entries)
     for e in entries:
-        for name in shown_tables(e):
-            try:
-                linker.plan(e, e.art.table(name).head(cfg.rows))
-            except CodecError:  # missing or damaged: its place in the section says so
-                pass
+        e.tables = read_tables(e)
+        for df in e.tables.values():
+            if not isinstance(df, str):
+                linker.plan(e, df.head(cfg.rows))
     cards = report_cards.Cards(entries, linker, cfg)
     cards.read()
     linker.label = cards.label

@@ -44,6 +44,8 @@ class Cards:
         self.features: dict[str, dict[int, facts.Card]] = {}
         """Per features entry id, its feature cards by id."""
         self.contexts: dict[str, facts.Contexts] = {}
+        self.drivers: dict[str, dict[int, list[tuple[int, float]]]] = {}
+        """Per squeezer entry id, the features that drive each of its neurons."""
 
     def _features_of(self, e: Entry) -> Entry | None:
         f = self.linker.owner(e, "features")
@@ -60,7 +62,8 @@ class Cards:
                 for row in e.art.table("themes.parquet").to_dicts():
                     ids.update(int(a) for a in row.get("top_atoms") or [])
             else:
-                ids.update(f for fs in facts.drivers(e.art).values() for f, _ in fs)
+                self.drivers[e.id] = facts.drivers(e.art)
+                ids.update(f for fs in self.drivers[e.id].values() for f, _ in fs)
         for e in self.entries:
             if e.art.kind != "features":
                 continue
@@ -77,7 +80,7 @@ class Cards:
     def label(self, features: Entry, i: int) -> str:
         """What feature `i` fires on, for a link's text; '' when it has no card or no tokens."""
         card = self.features.get(features.id, {}).get(i)
-        return (card.top_tokens(1) or [""])[0] if card else ""
+        return card.token if card else ""
 
     def ref(self, features: Entry, i: int) -> str:
         """Feature `i` named as a link to its card (with what it fires on), or as plain text."""
@@ -118,7 +121,7 @@ class Cards:
         return out
 
     def _neuron_cards(self, e: Entry, features: Entry) -> list[str]:
-        drivers = facts.drivers(e.art)
+        drivers = self.drivers[e.id]
         out = []
         for m, card in facts.neuron_cards(e.art, features.art, n=self.cfg.examples,
                                           contexts=self.contexts.get(features.id)).items():

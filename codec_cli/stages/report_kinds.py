@@ -11,10 +11,7 @@ from typing import Any, Callable
 
 from codec_cli.artifacts import Artifact
 from codec_cli.plugin_api import Headline, Section
-
-
-def g(x: Any) -> str:
-    return "unknown" if x is None else f"{x:.3g}" if isinstance(x, float) else str(x)
+from codec_cli.stages.html import short as g
 
 
 def _get(d: Any, *path: str) -> Any:
